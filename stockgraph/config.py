@@ -1,0 +1,239 @@
+"""Settings: environment variables plus a TOML file of tenants and warehouses.
+
+Environment (all optional)::
+
+    DATABASE_URL                  sqlite+aiosqlite:///./stockgraph.db (or postgresql://...)
+    REDIS_URL                     redis://127.0.0.1:6379/0 (shared cache, bus and budgets)
+    STOCKGRAPH_CONFIG             path to the TOML file of tenants and warehouses
+    STOCKGRAPH_JWT_SECRET         HS256 signing secret (at least 32 bytes)
+    STOCKGRAPH_JWT_PRIVATE_KEYS   kid=path.pem,kid2=path2.pem (RS256/ES256; first is active)
+    STOCKGRAPH_JWT_ISSUER, STOCKGRAPH_JWT_AUDIENCE, STOCKGRAPH_TOKEN_TTL_SECONDS
+    STOCKGRAPH_GRAPHIQL           serve GraphiQL on GET /graphql (true/false)
+    STOCKGRAPH_MAX_DEPTH, STOCKGRAPH_MAX_ALIASES, STOCKGRAPH_MAX_TOKENS,
+    STOCKGRAPH_MAX_LIST_SIZE, STOCKGRAPH_MAX_PAGE_SIZE, STOCKGRAPH_DOCUMENT_CACHE_SIZE
+
+The TOML file::
+
+    [[tenants]]
+    id = "acme"
+    name = "Acme Retail"
+
+    [[warehouses]]
+    tenant = "acme"
+    code = "WH-00"
+    name = "Berlin DC"
+    dialect = "rest"
+    region = "eu-central"
+    lat = 52.52
+    lng = 13.40
+    [warehouses.connection]
+    base_url = "http://127.0.0.1:9100"
+
+A bad value stops start-up with a :class:`ConfigError` that names the key and says what
+was expected.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+KNOWN_DIALECTS = ("rest", "graphql", "x12", "simulated")
+
+
+class ConfigError(Exception):
+    """A setting is missing or has a bad value; the message names the key."""
+
+
+class TenantConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=SLUG.pattern)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class WarehouseConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = Field(pattern=SLUG.pattern)
+    code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(min_length=1, max_length=200)
+    dialect: str
+    region: str = Field(min_length=1, max_length=64)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lng: float | None = Field(default=None, ge=-180, le=180)
+    connector_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    connection: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("dialect")
+    @classmethod
+    def _known_dialect(cls, value: str) -> str:
+        if value not in KNOWN_DIALECTS:
+            raise ValueError(f"one of {', '.join(KNOWN_DIALECTS)}")
+        return value
+
+    @property
+    def resolved_connector_id(self) -> str:
+        """The id a WMS uses in its webhook URL: ``tenant-code`` unless set."""
+        return self.connector_id or f"{self.tenant}-{self.code}".lower()
+
+
+class Topology(BaseModel):
+    """The tenants and warehouses declared in the TOML file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenants: tuple[TenantConfig, ...] = ()
+    warehouses: tuple[WarehouseConfig, ...] = ()
+
+    def check(self) -> Topology:
+        tenants = {t.id for t in self.tenants}
+        if len(tenants) != len(self.tenants):
+            raise ConfigError("tenants: expected unique ids, found duplicates")
+        seen_codes: set[tuple[str, str]] = set()
+        seen_connectors: set[str] = set()
+        for i, wh in enumerate(self.warehouses):
+            if wh.tenant not in tenants:
+                raise ConfigError(
+                    f"warehouses[{i}].tenant: expected one of the declared tenants "
+                    f"({', '.join(sorted(tenants)) or 'none'}), got {wh.tenant!r}"
+                )
+            key = (wh.tenant, wh.code)
+            if key in seen_codes:
+                raise ConfigError(
+                    f"warehouses[{i}].code: {wh.code!r} appears twice for {wh.tenant}"
+                )
+            seen_codes.add(key)
+            if wh.resolved_connector_id in seen_connectors:
+                raise ConfigError(
+                    f"warehouses[{i}].connector_id: {wh.resolved_connector_id!r} is not unique"
+                )
+            seen_connectors.add(wh.resolved_connector_id)
+        return self
+
+
+class Settings(BaseSettings):
+    """Typed settings; see the module docstring for the variables."""
+
+    model_config = SettingsConfigDict(env_prefix="STOCKGRAPH_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./stockgraph.db", validation_alias="DATABASE_URL"
+    )
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    config: Path | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_private_keys: str = ""
+    jwt_issuer: str = Field(default="stockgraph", min_length=1)
+    jwt_audience: str = Field(default="stockgraph", min_length=1)
+    token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    graphiql: bool = False
+    max_depth: int = Field(default=12, ge=2, le=100)
+    max_aliases: int = Field(default=30, ge=1, le=1000)
+    max_tokens: int = Field(default=4000, ge=100, le=100_000)
+    max_list_size: int = Field(default=250, ge=1, le=10_000)
+    max_page_size: int = Field(default=100, ge=1, le=1000)
+    document_cache_size: int = Field(default=512, ge=0, le=100_000)
+    log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgres")):
+            raise ValueError("a sqlite:// or postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("a secret of at least 32 bytes")
+        return value
+
+    def private_key_paths(self) -> list[tuple[str, Path]]:
+        """``kid=path`` pairs from STOCKGRAPH_JWT_PRIVATE_KEYS, in order (first is active)."""
+        pairs: list[tuple[str, Path]] = []
+        for part in filter(None, (p.strip() for p in self.jwt_private_keys.split(","))):
+            kid, sep, path = part.partition("=")
+            if not sep or not kid or not path:
+                raise ConfigError(
+                    "STOCKGRAPH_JWT_PRIVATE_KEYS: expected kid=path.pem[,kid=path.pem], "
+                    f"got {part!r}"
+                )
+            if not Path(path).is_file():
+                raise ConfigError(f"STOCKGRAPH_JWT_PRIVATE_KEYS: no key file at {path!r}")
+            pairs.append((kid, Path(path)))
+        return pairs
+
+
+_ENV_NAMES = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}
+
+
+def _describe(error: Mapping[str, Any], name_of: Any) -> str:
+    loc = error.get("loc", ())
+    key = name_of(loc)
+    expected = str(error.get("msg", "a valid value"))
+    for prefix in ("Value error, ", "Input should be "):
+        expected = expected.removeprefix(prefix)
+    if "input" in error and error.get("type") != "missing":
+        return f"{key}: expected {expected}; got {error['input']!r}"
+    return f"{key}: {expected}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; keyword ``overrides`` win (the CLI's flags)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+
+        def env_name(loc: tuple[Any, ...]) -> str:
+            field = str(loc[0]) if loc else "?"
+            if field.isupper():
+                return field
+            return _ENV_NAMES.get(field, f"STOCKGRAPH_{field.upper()}")
+
+        raise ConfigError("; ".join(_describe(e, env_name) for e in exc.errors())) from None
+
+
+def load_topology(path: Path | None) -> Topology:
+    """Parse and check the TOML file of tenants and warehouses (empty if ``path`` is None)."""
+    if path is None:
+        return Topology()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"STOCKGRAPH_CONFIG: no file at {str(path)!r}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_topology(raw, origin=str(path))
+
+
+def parse_topology(raw: Mapping[str, Any], *, origin: str = "config") -> Topology:
+    try:
+        topology = Topology.model_validate(raw)
+    except ValidationError as exc:
+
+        def toml_key(loc: tuple[Any, ...]) -> str:
+            key = ""
+            for part in loc:
+                key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+            return f"{origin}: {key}"
+
+        raise ConfigError("; ".join(_describe(e, toml_key) for e in exc.errors())) from None
+    return topology.check()
