@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first; each module is loaded by Alembic, not imported."""

@@ -1,0 +1,268 @@
+"""The database schema as SQLAlchemy 2 declarative models.
+
+The migrations in ``migrations/versions`` create exactly these tables; a test compares
+them. Invariants that matter are guarded here too: unique keys, non-negative quantities,
+the ``onHand`` identity, and an append-only ledger (enforced by triggers the migrations
+install).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from stockgraph.persistence.types import BigIntId, UtcDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+QUANTITY_COLUMNS = (
+    "on_hand",
+    "available",
+    "committed",
+    "reserved",
+    "damaged",
+    "safety_stock",
+    "quality_control",
+    "incoming",
+)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON()}
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class ApiClient(Base):
+    """An OAuth 2.0 client (client credentials grant); the secret is stored hashed."""
+
+    __tablename__ = "api_clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """A long-lived API key; ``id`` is the public prefix, the rest is stored hashed."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class WarehouseRow(Base):
+    """One WMS instance or site; ``connector_id`` names it in webhook URLs."""
+
+    __tablename__ = "warehouses"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "code", name="uq_warehouses_tenant_code"),
+        CheckConstraint("lat IS NULL OR (lat >= -90 AND lat <= 90)", name="lat_range"),
+        CheckConstraint("lng IS NULL OR (lng >= -180 AND lng <= 180)", name="lng_range"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    code: Mapped[str] = mapped_column(String(64))
+    connector_id: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str] = mapped_column(String(64))
+    lat: Mapped[float | None]
+    lng: Mapped[float | None]
+    dialect: Mapped[str] = mapped_column(String(32))
+    settings: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class ItemRow(Base):
+    __tablename__ = "items"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    base_unit: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+
+
+class ItemAliasRow(Base):
+    """Another code for an item (a WMS's SKU, a barcode); unique within a tenant."""
+
+    __tablename__ = "item_aliases"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "sku"], ["items.tenant_id", "items.sku"], ondelete="CASCADE"
+        ),
+        Index("ix_item_aliases_item", "tenant_id", "sku"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(128))
+
+
+class ItemUnitRow(Base):
+    """``factor`` base units make one ``name`` (1 case = 12 each)."""
+
+    __tablename__ = "item_units"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "sku"], ["items.tenant_id", "items.sku"], ondelete="CASCADE"
+        ),
+        CheckConstraint("factor >= 1", name="factor_positive"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    factor: Mapped[int]
+
+
+class ItemComponentRow(Base):
+    """One component of a kit (bundle) item."""
+
+    __tablename__ = "item_components"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "kit_sku"], ["items.tenant_id", "items.sku"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(["tenant_id", "component_sku"], ["items.tenant_id", "items.sku"]),
+        CheckConstraint("quantity >= 1", name="quantity_positive"),
+        CheckConstraint("kit_sku <> component_sku", name="not_self"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kit_sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    component_sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    quantity: Mapped[int]
+
+
+_NON_NEGATIVE = tuple(
+    CheckConstraint(f"{name} >= 0", name=f"{name}_not_negative") for name in QUANTITY_COLUMNS
+)
+
+
+class StockLevelRow(Base):
+    """The projection: Stockgraph's current belief of one (tenant, warehouse, SKU)."""
+
+    __tablename__ = "stock_levels"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "sku"], ["items.tenant_id", "items.sku"]),
+        *_NON_NEGATIVE,
+        CheckConstraint(
+            "on_hand = available + committed + reserved + damaged + safety_stock + quality_control",
+            name="on_hand_identity",
+        ),
+        Index("ix_stock_levels_tenant_sku", "tenant_id", "sku"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouses.id"), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    on_hand: Mapped[int]
+    available: Mapped[int]
+    committed: Mapped[int]
+    reserved: Mapped[int]
+    damaged: Mapped[int]
+    safety_stock: Mapped[int]
+    quality_control: Mapped[int]
+    incoming: Mapped[int]
+    as_of: Mapped[datetime]
+    source_sequence: Mapped[int | None] = mapped_column(BigInteger)
+    version: Mapped[int]
+    updated_at: Mapped[datetime]
+
+
+class StockMovementRow(Base):
+    """The ledger: one append-only row per change to the projection."""
+
+    __tablename__ = "stock_movements"
+    __table_args__ = (
+        Index("ix_stock_movements_level", "tenant_id", "sku", "warehouse_id", "occurred_at"),
+        Index("ix_stock_movements_correlation", "tenant_id", "correlation_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouses.id"))
+    sku: Mapped[str] = mapped_column(String(128))
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    d_on_hand: Mapped[int]
+    d_available: Mapped[int]
+    d_committed: Mapped[int]
+    d_reserved: Mapped[int]
+    d_damaged: Mapped[int]
+    d_safety_stock: Mapped[int]
+    d_quality_control: Mapped[int]
+    d_incoming: Mapped[int]
+    cause: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    correlation_id: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    reference: Mapped[str | None] = mapped_column(Text)
+    source_sequence: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditEventRow(Base):
+    """What happened, who did it and why; append-only like the ledger."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_tenant_time", "tenant_id", "occurred_at"),
+        Index("ix_audit_events_correlation", "tenant_id", "correlation_id"),
+        Index("ix_audit_events_sku", "tenant_id", "sku"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    occurred_at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    correlation_id: Mapped[str] = mapped_column(String(64))
+    sku: Mapped[str | None] = mapped_column(String(128))
+    warehouse_id: Mapped[int | None] = mapped_column(Integer)
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    reference: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]]
+
+
+APPEND_ONLY_TABLES = ("stock_movements", "audit_events")
