@@ -1,0 +1,1 @@
+"""Who is calling: OAuth 2.0 client credentials, JWTs, API keys, scopes and tenants."""

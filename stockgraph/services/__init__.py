@@ -1,0 +1,1 @@
+"""Use-cases: what Stockgraph does, independent of GraphQL, HTTP and the database."""
