@@ -1,0 +1,238 @@
+"""The composition root: the only module that knows every concrete class.
+
+``create_app`` wires settings into stores, services, the schema and the routes; the
+Starlette lifespan opens what needs opening (a check of the database, Redis) and closes
+it all on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from stockgraph.auth.endpoints import jwks_endpoint, token_endpoint
+from stockgraph.auth.errors import AuthError
+from stockgraph.auth.principal import Principal
+from stockgraph.auth.tokens import SigningKey, TokenService
+from stockgraph.config import ConfigError, Settings, Topology
+from stockgraph.domain.ids import TenantId
+from stockgraph.domain.model import GeoPoint, WarehouseSpec
+from stockgraph.persistence.access_store import SqlAccessStore
+from stockgraph.persistence.catalog_store import SqlCatalogStore, SqlCatalogWriter
+from stockgraph.persistence.database import create_engine, session_factory
+from stockgraph.persistence.migrate import current_revision, head_revision
+from stockgraph.persistence.stock_store import SqlStockStore
+from stockgraph.schema.build import SchemaLimits, build_schema
+from stockgraph.schema.context import Limits, Services
+from stockgraph.schema.view import GraphQLView
+from stockgraph.services.access import AccessService
+from stockgraph.services.catalog import CatalogService
+from stockgraph.services.inventory import InventoryService
+
+log = logging.getLogger("stockgraph")
+
+
+def build_token_service(settings: Settings) -> TokenService:
+    """Signing keys from settings: PEM keys (RS256/ES256) if given, else the HS256 secret."""
+    keys: list[SigningKey] = []
+    for kid, path in settings.private_key_paths():
+        try:
+            keys.append(SigningKey.from_pem(path.read_bytes(), kid))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"STOCKGRAPH_JWT_PRIVATE_KEYS: {path}: {exc}") from None
+    if settings.jwt_secret is not None:
+        keys.append(SigningKey.hs256(settings.jwt_secret.get_secret_value()))
+    if not keys:
+        raise ConfigError(
+            "STOCKGRAPH_JWT_SECRET: expected a signing secret of at least 32 bytes "
+            "(or keys in STOCKGRAPH_JWT_PRIVATE_KEYS)"
+        )
+    return TokenService(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        keys=keys,
+        active_kid=keys[0].kid,
+        ttl_seconds=settings.token_ttl_seconds,
+    )
+
+
+def warehouse_specs(topology: Topology) -> list[WarehouseSpec]:
+    return [
+        WarehouseSpec(
+            tenant_id=TenantId(w.tenant),
+            code=w.code,
+            connector_id=w.resolved_connector_id,
+            name=w.name,
+            region=w.region,
+            location=GeoPoint(w.lat, w.lng) if w.lat is not None and w.lng is not None else None,
+            dialect=w.dialect,
+            settings=w.connection,
+        )
+        for w in topology.warehouses
+    ]
+
+
+@dataclass
+class Runtime:
+    """Everything the app holds for its lifetime; also what the CLI and tests drive."""
+
+    settings: Settings
+    engine: AsyncEngine
+    tokens: TokenService
+    access: AccessService
+    catalog: CatalogService
+    inventory: InventoryService
+    catalog_writer: SqlCatalogWriter
+    stock_store: SqlStockStore
+    redis: Redis | None = None
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        engine = create_engine(settings.database_url)
+        tokens = build_token_service(settings)
+        catalog = CatalogService(reader=SqlCatalogStore(engine=engine))
+        stock = SqlStockStore(engine=engine)
+        return cls(
+            settings=settings,
+            engine=engine,
+            tokens=tokens,
+            access=AccessService(
+                store=SqlAccessStore(sessions=session_factory(engine)), tokens=tokens
+            ),
+            catalog=catalog,
+            inventory=InventoryService(stock=stock, catalog=catalog),
+            catalog_writer=SqlCatalogWriter(engine=engine),
+            stock_store=stock,
+        )
+
+    async def check_database(self) -> None:
+        """Fail start-up clearly when the database is unreachable or not migrated."""
+        current = await current_revision(self.settings.database_url)
+        head = head_revision()
+        if current != head:
+            raise ConfigError(
+                f"DATABASE_URL: the database is at revision {current or 'none'}, expected "
+                f"{head}; run `stockgraph migrate`"
+            )
+
+    async def apply_topology(self, topology: Topology) -> None:
+        """Create or update the tenants and warehouses the configuration declares."""
+        for tenant in topology.tenants:
+            await self.catalog_writer.upsert_tenant(TenantId(tenant.id), tenant.name)
+        await self.catalog_writer.upsert_warehouses(warehouse_specs(topology))
+
+    async def open(self) -> None:
+        if self.settings.redis_url:
+            self.redis = Redis.from_url(self.settings.redis_url, socket_timeout=2.0)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+        await self.engine.dispose()
+
+    async def authenticate(self, request: Request) -> Principal | None:
+        """The caller of an HTTP request, from ``Authorization: Bearer`` or ``X-API-Key``."""
+        header = request.headers.get("authorization")
+        try:
+            if header is not None:
+                scheme, _, token = header.partition(" ")
+                if scheme.lower() != "bearer" or not token.strip():
+                    return None
+                return await self.access.authenticate_bearer(token.strip())
+            key = request.headers.get("x-api-key")
+            if key:
+                return await self.access.authenticate_api_key(key.strip())
+        except AuthError as exc:
+            log.info("rejected credentials: %s", getattr(exc, "reason", type(exc).__name__))
+        return None
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+        if self.redis is None:
+            checks["cache"] = "ok (in-process)"
+        else:
+            try:
+                await self.redis.ping()
+                checks["cache"] = "ok (redis)"
+            except Exception as exc:
+                checks["cache"] = f"error: {type(exc).__name__}"
+        checks["bus"] = "ok (in-process)"
+        return checks
+
+
+def create_app(
+    settings: Settings, topology: Topology | None = None, *, runtime: Runtime | None = None
+) -> Starlette:
+    """The ASGI application; nothing is opened until the lifespan starts."""
+    rt = runtime or Runtime.build(settings)
+    schema = build_schema(
+        SchemaLimits(
+            max_depth=settings.max_depth,
+            max_aliases=settings.max_aliases,
+            max_tokens=settings.max_tokens,
+            document_cache_size=settings.document_cache_size,
+        )
+    )
+    sdl = schema.as_str() + "\n"
+    view = GraphQLView(
+        schema,
+        authenticate=rt.authenticate,
+        services=Services(catalog=rt.catalog, inventory=rt.inventory),
+        limits=Limits(max_list_size=settings.max_list_size, max_page_size=settings.max_page_size),
+        graphiql=settings.graphiql,
+    )
+
+    async def healthz(_: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def readyz(_: Request) -> Response:
+        checks = await rt.readiness()
+        ready = all(v.startswith("ok") for v in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return Response(
+            orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json"
+        )
+
+    async def schema_sdl(_: Request) -> Response:
+        return PlainTextResponse(sdl)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await rt.check_database()
+        if topology is not None:
+            await rt.apply_topology(topology)
+        await rt.open()
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    routes = [
+        Route("/graphql/schema.graphql", schema_sdl, methods=["GET"]),
+        Route("/graphql", view),
+        Route("/oauth/token", token_endpoint(rt.access), methods=["POST"]),
+        Route("/.well-known/jwks.json", jwks_endpoint(rt.tokens), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.runtime = rt
+    return app

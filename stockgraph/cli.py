@@ -1,0 +1,251 @@
+"""The ``stockgraph`` command: demo, serve, migrate, clients, keys and schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from pydantic import SecretStr
+
+from stockgraph.config import ConfigError, Settings, load_settings, load_topology
+from stockgraph.persistence.migrate import upgrade
+
+DEFAULT_DEMO_DIR = Path(".stockgraph-demo")
+
+
+def _demo_settings(data_dir: Path, **overrides: Any) -> Settings:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret_file = data_dir / "jwt-secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(48), encoding="utf-8")
+        secret_file.chmod(0o600)
+    db = (data_dir / "stockgraph.db").resolve()
+    return load_settings(
+        database_url=f"sqlite+aiosqlite:///{db}",
+        jwt_secret=SecretStr(secret_file.read_text(encoding="utf-8").strip()),
+        graphiql=True,
+        **overrides,
+    )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if getattr(args, "data_dir", None):
+        return _demo_settings(Path(args.data_dir))
+    overrides: dict[str, Any] = {}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    return load_settings(**overrides)
+
+
+def _admin_settings(args: argparse.Namespace) -> Settings:
+    """Settings for commands that mint credentials but sign no token.
+
+    Creating a client stores only a hash, so a missing signing secret is no reason to
+    refuse: an ephemeral key stands in and nothing is signed with it.
+    """
+    settings = _settings(args)
+    if settings.jwt_secret is None and not settings.jwt_private_keys:
+        settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(48))})
+    return settings
+
+
+async def _demo(args: argparse.Namespace) -> None:
+    from stockgraph.app import Runtime, create_app
+    from stockgraph.services.demo import ACME, demo_clients, seed_demo
+
+    data_dir = Path(args.data_dir)
+    settings = _demo_settings(data_dir)
+    await upgrade(settings.database_url)
+    runtime = Runtime.build(settings)
+    created = await seed_demo(catalog=runtime.catalog_writer, stock=runtime.stock_store)
+    cred_file = data_dir / "credentials.json"
+    credentials: list[dict[str, str]] = []
+    if cred_file.exists():
+        credentials = json.loads(cred_file.read_text(encoding="utf-8"))
+    if not credentials or not await _credentials_valid(runtime, credentials):
+        credentials = await demo_clients(runtime.access)
+        cred_file.write_text(json.dumps(credentials, indent=2) + "\n", encoding="utf-8")
+        cred_file.chmod(0o600)
+    writer = next(
+        c for c in credentials if c["tenant"] == ACME.tenant_id and c["role"] == "read-write"
+    )
+    token = await runtime.access.exchange(writer["client_id"], writer["client_secret"], None)
+    app = create_app(settings, runtime=runtime)
+    base = f"http://{args.host}:{args.port}"
+    seeded = ", ".join(f"{t}: {n} new levels" for t, n in created.items())
+    query = '{"query":"{ availability(skus: [\\"SKU-00001\\"]) { sku available onHand } }"}'
+    print(
+        f"""
+Stockgraph demo: {seeded}; data in {data_dir}
+  GraphiQL     {base}/graphql   (paste the token as an "Authorization: Bearer ..." header)
+  Clients      {cred_file}  (read-only, read-write and admin per tenant)
+  Token        acme read-write, valid {token.expires_in // 60} minutes:
+
+TOKEN={token.access_token}
+
+  Try it:
+curl -s {base}/graphql -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{query}'
+
+  A new token: curl -s -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials \\
+  {base}/oauth/token
+Press Ctrl-C to stop.
+""",
+        flush=True,
+    )
+    await _serve(app, args.host, args.port)
+
+
+async def _credentials_valid(runtime: Any, credentials: list[dict[str, str]]) -> bool:
+    from stockgraph.auth.errors import AuthError
+
+    try:
+        for c in credentials:
+            await runtime.access.exchange(c["client_id"], c["client_secret"], None)
+    except (AuthError, KeyError):
+        return False
+    return True
+
+
+async def _serve(app: Any, host: str, port: int) -> None:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    await server.serve()
+
+
+async def _serve_command(args: argparse.Namespace) -> None:
+    from stockgraph.app import create_app
+
+    settings = _settings(args)
+    topology = load_topology(settings.config)
+    if args.migrate:
+        await upgrade(settings.database_url)
+    await _serve(create_app(settings, topology), args.host, args.port)
+
+
+async def _migrate(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    await upgrade(settings.database_url, args.revision)
+    print(f"database upgraded to {args.revision}")
+
+
+async def _create_credential(args: argparse.Namespace) -> None:
+    from stockgraph.app import Runtime
+    from stockgraph.auth.records import UnknownTenant
+    from stockgraph.auth.scopes import format_scopes, parse_scopes
+    from stockgraph.domain.ids import TenantId
+
+    scopes = parse_scopes(args.scopes)
+    runtime = Runtime.build(_admin_settings(args))
+    try:
+        await runtime.check_database()
+        tenant = TenantId(args.tenant)
+        if args.kind == "clients":
+            client_id, secret = await runtime.access.create_client(
+                tenant_id=tenant, name=args.name, scopes=scopes
+            )
+            out = {"client_id": client_id, "client_secret": secret}
+        else:
+            key = await runtime.access.create_api_key(
+                tenant_id=tenant, name=args.name, scopes=scopes
+            )
+            out = {"api_key": key}
+    except UnknownTenant:
+        raise ConfigError(
+            f"--tenant: no tenant {args.tenant!r}; declare it in the config file"
+        ) from None
+    finally:
+        await runtime.close()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+        print(f"scopes: {format_scopes(scopes)}")
+        print("The secret is shown once; Stockgraph keeps only its hash.")
+
+
+def _schema_print(_: argparse.Namespace) -> None:
+    from stockgraph.schema.build import build_schema
+
+    sys.stdout.write(build_schema().as_str() + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stockgraph", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run everything locally on embedded defaults")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--data-dir", default=str(DEFAULT_DEMO_DIR))
+
+    serve = sub.add_parser("serve", help="serve the API with settings from the environment")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--database-url")
+    serve.add_argument("--migrate", action="store_true", help="upgrade the database first")
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema")
+    migrate.add_argument("--revision", default="head")
+    migrate.add_argument("--database-url")
+    migrate.add_argument("--data-dir", help="the demo's data folder instead of DATABASE_URL")
+
+    for kind, noun in (("clients", "an OAuth client"), ("keys", "an API key")):
+        group = sub.add_parser(kind, help=f"manage {kind}")
+        actions = group.add_subparsers(dest="action", required=True)
+        create = actions.add_parser("create", help=f"create {noun}; its secret is shown once")
+        create.add_argument("--tenant", required=True)
+        create.add_argument("--scopes", required=True, help="space- or comma-separated")
+        create.add_argument("--name", default=f"{kind} from the command line")
+        create.add_argument("--json", action="store_true", help="print JSON for scripts")
+        create.add_argument("--database-url")
+        create.add_argument("--data-dir", help="the demo's data folder instead of DATABASE_URL")
+        create.set_defaults(kind=kind)
+
+    schema = sub.add_parser("schema", help="the GraphQL schema")
+    schema_actions = schema.add_subparsers(dest="action", required=True)
+    schema_actions.add_parser("print", help="print the SDL")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "data_dir", None):
+        args.data_dir = Path(args.data_dir).resolve()
+    logging.basicConfig(
+        level=os.environ.get("STOCKGRAPH_LOG_LEVEL", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "demo":
+            asyncio.run(_demo(args))
+        elif args.command == "serve":
+            asyncio.run(_serve_command(args))
+        elif args.command == "migrate":
+            asyncio.run(_migrate(args))
+        elif args.command in ("clients", "keys"):
+            asyncio.run(_create_credential(args))
+        elif args.command == "schema":
+            _schema_print(args)
+    except ConfigError as exc:
+        print(f"stockgraph: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

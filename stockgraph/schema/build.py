@@ -1,0 +1,92 @@
+"""Building the schema: one federation v2 subgraph with its guardrails declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from stockgraph.resolvers.query import Query
+from stockgraph.schema.execution import PlainFieldExecutor
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaLimits:
+    """Document-level guardrails; argument limits live on the request context."""
+
+    max_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 4000
+    document_cache_size: int = 512
+
+
+def _serialize_datetime(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes cannot be answered")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_datetime(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("DateTime takes an ISO-8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO-8601 date and time") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone; add Z or an offset")
+    return parsed.astimezone(UTC)
+
+
+DateTime = strawberry.scalar(
+    name="DateTime",
+    description="An ISO-8601 instant with a time zone, answered in UTC (`Z`).",
+    serialize=_serialize_datetime,
+    parse_value=_parse_datetime,
+)
+
+
+class StockgraphSchema(strawberry.federation.Schema):
+    """Strawberry's federation schema; errors are logged once, where they are shaped."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Expected errors are the caller's business; unexpected ones are logged by
+        :func:`stockgraph.schema.errors.format_errors` with their traceback."""
+
+
+def build_schema(limits: SchemaLimits | None = None) -> StockgraphSchema:
+    """The Stockgraph schema; building it touches no database and reads no settings."""
+    limits = limits or SchemaLimits()
+    size = limits.document_cache_size
+    # The rule classes are made once here: the validation cache is keyed by the rules as
+    # well as the document, so rules rebuilt per request would never hit it.
+    rules = [
+        *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+    ]
+    return StockgraphSchema(
+        query=Query,
+        scalar_overrides={datetime: DateTime},
+        config=StrawberryConfig(auto_camel_case=True),
+        execution_context_class=PlainFieldExecutor,
+        extensions=[
+            lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+            lambda: ParserCache(maxsize=size),
+            lambda: ValidationCache(maxsize=size),
+            lambda: AddValidationRules(rules),
+        ],
+    )

@@ -1,0 +1,109 @@
+"""The per-request context every resolver receives, and its ``Info`` alias."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import strawberry
+from aiodataloader import DataLoader
+
+from stockgraph.auth.principal import Principal
+from stockgraph.auth.scopes import Scope
+from stockgraph.domain.ids import WarehouseId
+from stockgraph.domain.model import Item, Warehouse
+from stockgraph.schema.errors import BadUserInput, Forbidden
+from stockgraph.services.catalog import CatalogService
+from stockgraph.services.inventory import InventoryService
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Guardrails on arguments, from settings."""
+
+    max_list_size: int = 250
+    max_page_size: int = 100
+
+    def check_list(self, argument: str, values: Sequence[object] | None) -> None:
+        if values is not None and len(values) > self.max_list_size:
+            raise BadUserInput(
+                f"{argument} takes at most {self.max_list_size} values; got {len(values)}",
+                argument=argument,
+            )
+
+    def page_size(self, first: int | None, default: int = 20) -> int:
+        size = default if first is None else first
+        if size < 0 or size > self.max_page_size:
+            raise BadUserInput(
+                f"first must be between 0 and {self.max_page_size}; got {size}", argument="first"
+            )
+        return size
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The use-cases resolvers may call; built once by the composition root."""
+
+    catalog: CatalogService
+    inventory: InventoryService
+
+
+@dataclass(frozen=True, slots=True)
+class TenantWarehouses:
+    ordered: Sequence[Warehouse]
+    by_id: dict[WarehouseId, Warehouse]
+    by_code: dict[str, Warehouse]
+
+
+@dataclass
+class Context:
+    """One request's principal, services, loaders and response extras."""
+
+    principal: Principal
+    services: Services
+    limits: Limits = field(default_factory=Limits)
+    request: Any = None
+    response: Any = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    _warehouses: asyncio.Future[TenantWarehouses] | None = None
+    _item_loader: DataLoader[str, Item | None] | None = None
+
+    def require(self, scope: Scope) -> None:
+        if not self.principal.can(scope):
+            raise Forbidden(f"this operation needs the {scope.value} scope", scope=scope.value)
+
+    async def warehouses(self) -> TenantWarehouses:
+        """The tenant's warehouses, loaded once per request with one statement.
+
+        Concurrent resolvers (a batch of federation references, say) share the one load.
+        """
+        if self._warehouses is None:
+            self._warehouses = asyncio.ensure_future(self._load_warehouses())
+        return await asyncio.shield(self._warehouses)
+
+    async def _load_warehouses(self) -> TenantWarehouses:
+        ordered = await self.services.catalog.warehouses(self.principal.tenant_id)
+        return TenantWarehouses(ordered, {w.id: w for w in ordered}, {w.code: w for w in ordered})
+
+    @property
+    def items(self) -> DataLoader[str, Item | None]:
+        """Items by SKU or alias, batched per request."""
+        if self._item_loader is None:
+            catalog = self.services.catalog
+            tenant = self.principal.tenant_id
+
+            async def load(codes: list[str]) -> list[Item | None]:
+                found = await catalog.items_by_code(tenant, codes)
+                return [found.get(code) for code in codes]
+
+            self._item_loader = DataLoader(load, max_batch_size=self.limits.max_list_size)
+        return self._item_loader
+
+    def warn(self, code: str, message: str, **detail: Any) -> None:
+        """A non-fatal remark returned in ``extensions.warnings``."""
+        self.warnings.append({"code": code, "message": message, **detail})
+
+
+Info: TypeAlias = strawberry.Info[Context, None]

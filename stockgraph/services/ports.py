@@ -1,0 +1,89 @@
+"""What the use-cases need from storage, as protocols.
+
+The composition root (``stockgraph.app``) passes concrete implementations from
+``stockgraph.persistence``; tests pass fakes that implement the same protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
+from stockgraph.domain.model import (
+    InitialStock,
+    Item,
+    StockLevel,
+    StockTotals,
+    Warehouse,
+    WarehouseSpec,
+)
+
+
+class CatalogReader(Protocol):
+    """Warehouses and items of a tenant."""
+
+    async def list_warehouses(self, tenant_id: TenantId) -> Sequence[Warehouse]:
+        """Every warehouse of the tenant, ordered by code."""
+
+    async def page_items(
+        self, tenant_id: TenantId, *, after_sku: Sku | None, limit: int
+    ) -> Sequence[Item]:
+        """Items ordered by SKU, strictly after ``after_sku``, at most ``limit``."""
+
+    async def items_by_code(self, tenant_id: TenantId, codes: Sequence[str]) -> dict[str, Item]:
+        """Items found by SKU or by alias, keyed by the code that found them."""
+
+
+class StockReader(Protocol):
+    """The projection and the ledger."""
+
+    async def levels(
+        self,
+        tenant_id: TenantId,
+        codes: Sequence[str],
+        warehouse_ids: Sequence[WarehouseId] | None,
+    ) -> Sequence[StockLevel]:
+        """Projection rows of the SKUs named by ``codes`` (SKUs or aliases), in one query."""
+
+    async def levels_as_of(
+        self,
+        tenant_id: TenantId,
+        codes: Sequence[str],
+        warehouse_ids: Sequence[WarehouseId] | None,
+        at: datetime,
+    ) -> Sequence[StockLevel]:
+        """The ledger folded up to ``at`` (inclusive), one row per warehouse and SKU."""
+
+    async def totals(self, tenant_id: TenantId, codes: Sequence[str]) -> Sequence[StockTotals]:
+        """Available and on-hand per warehouse for the SKUs named by ``codes``, in one query."""
+
+    async def sums(self, tenant_id: TenantId, codes: Sequence[str]) -> Sequence[StockTotals]:
+        """Available and on-hand summed over every warehouse, one row per known code."""
+
+
+class CatalogWriter(Protocol):
+    """Creating and updating tenants, warehouses and items (idempotent upserts)."""
+
+    async def upsert_tenant(self, tenant_id: TenantId, name: str) -> None: ...
+
+    async def upsert_warehouses(self, specs: Sequence[WarehouseSpec]) -> dict[str, WarehouseId]:
+        """Create or update warehouses; returns the id of each, keyed by connector id."""
+
+    async def upsert_items(self, items: Sequence[Item]) -> None: ...
+
+
+class StockWriter(Protocol):
+    async def load_initial(
+        self,
+        tenant_id: TenantId,
+        entries: Sequence[InitialStock],
+        *,
+        correlation_id: CorrelationId,
+        actor: str,
+    ) -> int:
+        """Set stock where none is held yet, with a ledger row and one audit event.
+
+        Levels that already exist are left alone; returns how many were created.
+        """

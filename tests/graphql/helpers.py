@@ -1,0 +1,49 @@
+"""Running operations through ``schema.execute`` as a given principal."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from stockgraph.app import Runtime
+from stockgraph.auth.principal import Principal
+from stockgraph.auth.scopes import Scope
+from stockgraph.domain.ids import TenantId
+from stockgraph.schema.build import build_schema
+from stockgraph.schema.context import Context, Limits, Services
+from stockgraph.schema.errors import format_errors
+
+_SCHEMA = build_schema()
+
+
+@dataclass
+class Result:
+    data: Any
+    errors: list[dict[str, Any]]
+    context: Context
+
+    @property
+    def codes(self) -> list[str]:
+        return [e["extensions"]["code"] for e in self.errors]
+
+
+async def run(
+    runtime: Runtime,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    tenant: str = "acme",
+    scopes: Iterable[Scope] = tuple(Scope),
+    limits: Limits | None = None,
+) -> Result:
+    context = Context(
+        principal=Principal(TenantId(tenant), f"test-{tenant}", frozenset(scopes)),
+        services=Services(catalog=runtime.catalog, inventory=runtime.inventory),
+        limits=limits or Limits(),
+    )
+    # Copied: federation's entity resolver pops keys from the representations it gets.
+    variables = copy.deepcopy(variables)
+    result = await _SCHEMA.execute(query, variable_values=variables, context_value=context)
+    return Result(result.data, format_errors(result.errors or []), context)
