@@ -11,6 +11,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -120,18 +121,40 @@ async def _serve(app: Any, host: str, port: int) -> None:
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     await server.serve()
+    print("stockgraph stopped", flush=True)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping cleanly on Ctrl-C or SIGTERM.
+
+    uvicorn re-raises a captured signal once it has shut down, which inside our own
+    event loop surfaces as a KeyboardInterrupt with a traceback; the shutdown (lifespan
+    included) has already finished by then, so the signal is not raised again.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 async def _serve_command(args: argparse.Namespace) -> None:
-    from stockgraph.app import create_app
+    from stockgraph.app import Runtime, create_app
 
     settings = _settings(args)
     topology = load_topology(settings.config)
     if args.migrate:
         await upgrade(settings.database_url)
-    await _serve(create_app(settings, topology), args.host, args.port)
+    runtime = Runtime.build(settings)
+    try:
+        # Checked before the server starts, so a bad database stops start-up with a message.
+        await runtime.check_database()
+        await runtime.apply_topology(topology)
+    except BaseException:
+        await runtime.close()
+        raise
+    await _serve(create_app(settings, topology, runtime=runtime), args.host, args.port)
 
 
 async def _migrate(args: argparse.Namespace) -> None:

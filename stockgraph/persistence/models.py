@@ -163,7 +163,11 @@ class ItemComponentRow(Base):
         ForeignKeyConstraint(
             ["tenant_id", "kit_sku"], ["items.tenant_id", "items.sku"], ondelete="CASCADE"
         ),
-        ForeignKeyConstraint(["tenant_id", "component_sku"], ["items.tenant_id", "items.sku"]),
+        ForeignKeyConstraint(
+            ["tenant_id", "component_sku"],
+            ["items.tenant_id", "items.sku"],
+            name="fk_item_components_component_sku_items",
+        ),
         CheckConstraint("quantity >= 1", name="quantity_positive"),
         CheckConstraint("kit_sku <> component_sku", name="not_self"),
     )

@@ -59,13 +59,6 @@ UPGRADE_AT_A_GIVEN_MOMENT = (
     "asyncio.run(upgrade(sys.argv[1]))\n"
 )
 
-FOREIGN_KEY_NAMES_CHOSEN_BY_THE_MIGRATION = {
-    ("item_components", ("tenant_id", "component_sku")): "fk_item_components_component_sku_items",
-}
-"""The naming convention names both item_components foreign keys
-``fk_item_components_tenant_id_items``; PostgreSQL refuses two constraints of one name on a
-table, so revision 0001 gives the component one this name instead."""
-
 
 @dataclass(frozen=True)
 class Parents:
@@ -127,11 +120,7 @@ def _reflected_names(connection: Connection) -> dict[str, dict[str, Any]]:
 def _model_names() -> dict[str, dict[str, Any]]:
     names: dict[str, dict[str, Any]] = {}
     for name, table in TABLES.items():
-        foreign_keys = set()
-        for fk in table.foreign_key_constraints:
-            columns = tuple(fk.column_keys)
-            chosen = FOREIGN_KEY_NAMES_CHOSEN_BY_THE_MIGRATION.get((name, columns), fk.name)
-            foreign_keys.add((columns, chosen))
+        foreign_keys = {(tuple(fk.column_keys), fk.name) for fk in table.foreign_key_constraints}
         names[name] = {
             "primary key": table.primary_key.name,
             "unique": {c.name for c in table.constraints if isinstance(c, UniqueConstraint)},
@@ -181,7 +170,9 @@ async def _insert_parents(engine: AsyncEngine) -> Parents:
                 tenant_id=tenant_id, sku=sku, name="Widget", base_unit="each", created_at=NOW
             )
         )
-    return Parents(tenant_id, int(warehouse.inserted_primary_key[0]), sku)
+    key = warehouse.inserted_primary_key
+    assert key is not None
+    return Parents(tenant_id, int(key[0]), sku)
 
 
 def _warehouse(tenant_id: str, *, code: str) -> dict[str, Any]:
@@ -351,7 +342,9 @@ async def test_ledger_and_audit_rows_refuse_update_and_delete(
         result = await connection.execute(
             insert(table).values(**_append_only_row(table_name, parents))
         )
-    row_id = result.inserted_primary_key[0]
+    key = result.inserted_primary_key
+    assert key is not None
+    row_id = key[0]
     statement = (
         update(table).where(table.c.id == row_id).values(actor="someone-else")
         if operation == "update"

@@ -5,10 +5,8 @@ Revises:
 Create Date: 2025-11-24
 
 Hand-written to match ``stockgraph.persistence.models`` as of this revision; names are the
-ones the models' naming convention yields, passed through ``op.f`` so they are used verbatim.
-One exception: the convention names both foreign keys of ``item_components`` (each starts
-with ``tenant_id`` and refers to ``items``) ``fk_item_components_tenant_id_items``, which
-PostgreSQL refuses, so the component one is ``fk_item_components_component_sku_items``.
+ones the models declare or their naming convention yields, passed through ``op.f`` so they
+are used verbatim.
 
 The tables in ``APPEND_ONLY_TABLES`` get triggers that refuse UPDATE and DELETE: on
 PostgreSQL one plpgsql function raising ``restrict_violation`` (an integrity error, as on

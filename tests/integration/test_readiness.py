@@ -1,0 +1,35 @@
+"""Readiness reports the database and Redis as they are."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from stockgraph.app import create_app
+from tests.conftest import make_settings
+from tests.e2e.conftest import free_port
+from tests.services import redis_url
+
+pytestmark = pytest.mark.redis
+
+
+async def _ready(database_url: str, redis: str) -> httpx.Response:
+    settings = make_settings(database_url, redis_url=redis)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://stockgraph") as client:
+            return await client.get("/readyz")
+
+
+async def test_readiness_checks_the_configured_redis(demo_database: str) -> None:
+    response = await _ready(demo_database, redis_url())
+    assert response.status_code == 200
+    assert response.json()["checks"]["cache"] == "ok (redis)"
+
+
+async def test_an_unreachable_redis_makes_the_service_not_ready(demo_database: str) -> None:
+    response = await _ready(demo_database, f"redis://127.0.0.1:{free_port()}/0")
+    assert response.status_code == 503
+    assert response.json()["checks"]["cache"].startswith("error")
+    assert response.json()["checks"]["database"] == "ok"
