@@ -25,6 +25,7 @@ from stockgraph.auth.endpoints import jwks_endpoint, token_endpoint
 from stockgraph.auth.errors import AuthError
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.tokens import SigningKey, TokenService
+from stockgraph.cache.response import ResponseCache, TenantVersions
 from stockgraph.config import ConfigError, Settings, Topology
 from stockgraph.domain.ids import TenantId
 from stockgraph.domain.model import GeoPoint, WarehouseSpec
@@ -95,6 +96,8 @@ class Runtime:
     inventory: InventoryService
     catalog_writer: SqlCatalogWriter
     stock_store: SqlStockStore
+    versions: TenantVersions
+    response_cache: ResponseCache | None
     redis: Redis | None = None
 
     @classmethod
@@ -114,6 +117,15 @@ class Runtime:
             inventory=InventoryService(stock=stock, catalog=catalog),
             catalog_writer=SqlCatalogWriter(engine=engine),
             stock_store=stock,
+            versions=TenantVersions(),
+            response_cache=(
+                ResponseCache(
+                    max_entries=settings.response_cache_size,
+                    ttl_seconds=settings.response_cache_ttl_seconds,
+                )
+                if settings.response_cache_size
+                else None
+            ),
         )
 
     async def check_database(self) -> None:
@@ -131,6 +143,12 @@ class Runtime:
         for tenant in topology.tenants:
             await self.catalog_writer.upsert_tenant(TenantId(tenant.id), tenant.name)
         await self.catalog_writer.upsert_warehouses(warehouse_specs(topology))
+        for tenant in topology.tenants:
+            self.projection_changed(TenantId(tenant.id))
+
+    def projection_changed(self, tenant_id: TenantId) -> None:
+        """Called after every committed change to a tenant's projection or catalogue."""
+        self.versions.bump(tenant_id)
 
     async def open(self) -> None:
         if self.settings.redis_url:
@@ -198,6 +216,9 @@ def create_app(
         services=Services(catalog=rt.catalog, inventory=rt.inventory),
         limits=Limits(max_list_size=settings.max_list_size, max_page_size=settings.max_page_size),
         graphiql=settings.graphiql,
+        cache=rt.response_cache,
+        versions=rt.versions,
+        max_tokens=settings.max_tokens,
     )
 
     async def healthz(_: Request) -> Response:

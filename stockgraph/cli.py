@@ -68,6 +68,8 @@ async def _demo(args: argparse.Namespace) -> None:
     await upgrade(settings.database_url)
     runtime = Runtime.build(settings)
     created = await seed_demo(catalog=runtime.catalog_writer, stock=runtime.stock_store)
+    for tenant in created:
+        runtime.projection_changed(tenant)
     cred_file = data_dir / "credentials.json"
     credentials: list[dict[str, str]] = []
     if cred_file.exists():

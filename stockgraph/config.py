@@ -11,6 +11,7 @@ Environment (all optional)::
     STOCKGRAPH_GRAPHIQL           serve GraphiQL on GET /graphql (true/false)
     STOCKGRAPH_MAX_DEPTH, STOCKGRAPH_MAX_ALIASES, STOCKGRAPH_MAX_TOKENS,
     STOCKGRAPH_MAX_LIST_SIZE, STOCKGRAPH_MAX_PAGE_SIZE, STOCKGRAPH_DOCUMENT_CACHE_SIZE
+    STOCKGRAPH_RESPONSE_CACHE_SIZE (0 turns it off), STOCKGRAPH_RESPONSE_CACHE_TTL_SECONDS
 
 The TOML file::
 
@@ -141,6 +142,8 @@ class Settings(BaseSettings):
     max_list_size: int = Field(default=250, ge=1, le=10_000)
     max_page_size: int = Field(default=100, ge=1, le=1000)
     document_cache_size: int = Field(default=512, ge=0, le=100_000)
+    response_cache_size: int = Field(default=4096, ge=0, le=1_000_000)
+    response_cache_ttl_seconds: float = Field(default=5.0, gt=0, le=3600)
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 
     @field_validator("database_url")

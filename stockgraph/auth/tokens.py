@@ -251,6 +251,10 @@ class TokenService:
 
     def verify(self, token: str) -> Principal:
         """The principal a valid token speaks for; :class:`InvalidToken` for anything else."""
+        return self.verify_until(token)[0]
+
+    def verify_until(self, token: str) -> tuple[Principal, int]:
+        """Like :meth:`verify`, with the token's expiry (``exp``, Unix seconds)."""
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken(f"token is {len(token)} characters, over {MAX_TOKEN_BYTES}")
         if not token.isascii():
@@ -274,7 +278,7 @@ class TokenService:
             raise InvalidToken("token has expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"{type(exc).__name__}: {exc}") from exc
-        return _principal_from(claims)
+        return _principal_from(claims), int(claims["exp"])
 
     def _key_for(self, header: Mapping[str, Any]) -> SigningKey:
         alg = header.get("alg")

@@ -67,6 +67,8 @@ class Context:
     request: Any = None
     response: Any = None
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    cacheable: bool = True
+    """Cleared when the answer must not be kept by the response cache (it has errors)."""
     _warehouses: asyncio.Future[TenantWarehouses] | None = None
     _item_loader: DataLoader[str, Item | None] | None = None
 

@@ -8,7 +8,7 @@ errors (see :mod:`stockgraph.schema.errors`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import orjson
@@ -22,6 +22,8 @@ from strawberry.http.typevars import RootValue
 from strawberry.schema import BaseSchema
 
 from stockgraph.auth.principal import Principal
+from stockgraph.cache.response import ResponseCache, TenantVersions
+from stockgraph.schema.cacheable import is_cacheable
 from stockgraph.schema.context import Context, Limits, Services
 from stockgraph.schema.errors import ErrorCode, error_body, format_errors
 
@@ -46,6 +48,9 @@ class GraphQLView(GraphQL[Context, RootValue]):
         services: Services,
         limits: Limits,
         graphiql: bool,
+        cache: ResponseCache | None = None,
+        versions: TenantVersions | None = None,
+        max_tokens: int = 4000,
     ) -> None:
         super().__init__(
             schema,
@@ -57,6 +62,9 @@ class GraphQLView(GraphQL[Context, RootValue]):
         self._services = services
         self._limits = limits
         self._graphiql = graphiql
+        self._cache = cache
+        self._versions = versions or TenantVersions()
+        self._max_tokens = max_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,15 +84,55 @@ class GraphQLView(GraphQL[Context, RootValue]):
                 headers={"WWW-Authenticate": 'Bearer realm="stockgraph"'},
             )
         else:
-            context = Context(principal=principal, services=self._services, limits=self._limits)
-            request.state.graphql_context = context
-            try:
-                response = await self.run(request, context=context)
-            except HTTPException as exc:
-                response = JSONResponse(
-                    error_body(exc.reason, ErrorCode.BAD_USER_INPUT), status_code=exc.status_code
-                )
+            response = await self._answer(request, principal)
         await response(scope, receive, send)
+
+    async def _answer(self, request: Request, principal: Principal) -> Response:
+        """From the response cache when it holds this request, else by executing it."""
+        cache = self._cache
+        key = await self._cache_key(request, principal) if cache is not None else None
+        if cache is None or key is None:
+            return await self._execute(request, principal)
+        # Read before executing: a change committed meanwhile makes this entry stale at once.
+        version = self._versions.current(principal.tenant_id)
+        cached = cache.get(key, version)
+        if cached is not None:
+            return Response(cached, media_type="application/json")
+        response = await self._execute(request, principal)
+        if response.status_code == 200 and request.state.graphql_context.cacheable:
+            cache.put(key, version, bytes(response.body))
+        return response
+
+    async def _execute(self, request: Request, principal: Principal) -> Response:
+        context = Context(principal=principal, services=self._services, limits=self._limits)
+        request.state.graphql_context = context
+        try:
+            return await self.run(request, context=context)
+        except HTTPException as exc:
+            return JSONResponse(
+                error_body(exc.reason, ErrorCode.BAD_USER_INPUT), status_code=exc.status_code
+            )
+
+    async def _cache_key(self, request: Request, principal: Principal) -> Hashable | None:
+        """The response-cache key of a cacheable POST, or None to execute as usual."""
+        if request.method != "POST":
+            return None
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return None
+        try:
+            payload = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(payload, dict):
+            return None
+        query = payload.get("query")
+        operation = payload.get("operationName")
+        if not isinstance(query, str) or not (operation is None or isinstance(operation, str)):
+            return None
+        if not is_cacheable(query, operation, self._max_tokens):
+            return None
+        variables = orjson.dumps(payload.get("variables") or {}, option=orjson.OPT_SORT_KEYS)
+        return (principal.tenant_id, principal.scopes, query, operation, variables)
 
     def _wants_ide(self, request: Request) -> bool:
         return (
@@ -96,10 +144,12 @@ class GraphQLView(GraphQL[Context, RootValue]):
 
     async def process_result(self, request: Request, result: ExecutionResult) -> dict[str, Any]:  # type: ignore[override]
         body: dict[str, Any] = {"data": result.data}
+        context = getattr(request.state, "graphql_context", None)
         if result.errors:
             body["errors"] = format_errors(result.errors)
+            if isinstance(context, Context):
+                context.cacheable = False
         extensions = dict(result.extensions or {})
-        context = getattr(request.state, "graphql_context", None)
         if isinstance(context, Context) and context.warnings:
             extensions["warnings"] = context.warnings
         if extensions:

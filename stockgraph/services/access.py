@@ -114,6 +114,7 @@ class AccessService:
         tokens: TokenService,
         api_key_cache_seconds: float = 5.0,
         api_key_cache_size: int = 1024,
+        token_cache_size: int = 4096,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -130,6 +131,8 @@ class AccessService:
         self._clock = clock
         self._monotonic = monotonic
         self._key_cache: OrderedDict[str, _CachedKey] = OrderedDict()
+        self._token_cache: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
+        self._token_cache_size = max(0, token_cache_size)
 
     async def exchange(
         self, client_id: str, client_secret: str, requested: frozenset[Scope] | None
@@ -168,8 +171,25 @@ class AccessService:
 
     async def authenticate_bearer(self, token: str) -> Principal:
         """The principal of a bearer token; :class:`~stockgraph.auth.errors.InvalidToken`
-        if it is not valid."""
-        return self._tokens.verify(token)
+        if it is not valid.
+
+        A token that verified is remembered until its own expiry (at most
+        ``token_cache_size`` of them), so a client repeating its token skips the signature
+        check. Only the exact same string hits: any other token is verified in full.
+        """
+        cached = self._token_cache.get(token)
+        if cached is not None:
+            principal, expires = cached
+            if self._clock().timestamp() < expires:
+                self._token_cache.move_to_end(token)
+                return principal
+            del self._token_cache[token]
+        principal, expires = self._tokens.verify_until(token)
+        if self._token_cache_size:
+            self._token_cache[token] = (principal, expires)
+            while len(self._token_cache) > self._token_cache_size:
+                self._token_cache.popitem(last=False)
+        return principal
 
     async def authenticate_api_key(self, key: str) -> Principal:
         """The principal of an API key; :class:`InvalidApiKey` if it is malformed, unknown,

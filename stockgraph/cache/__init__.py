@@ -1,0 +1,1 @@
+"""Fast copies of what the database holds; losing them loses nothing."""

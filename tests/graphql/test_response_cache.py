@@ -1,0 +1,109 @@
+"""Repeated storefront reads come from the response cache, and never outlive their data."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from stockgraph.app import Runtime, create_app
+from stockgraph.auth.principal import Principal
+from stockgraph.auth.scopes import Scope
+from stockgraph.domain.ids import TenantId
+from tests.conftest import make_settings
+
+AVAILABILITY = {"query": 'query { availability(skus: ["SKU-00001"]) { sku available onHand } }'}
+
+
+class Client:
+    def __init__(self, http: httpx.AsyncClient, runtime: Runtime) -> None:
+        self.http = http
+        self.runtime = runtime
+
+    def token(self, tenant: str = "acme", scopes: frozenset[Scope] = frozenset(Scope)) -> str:
+        principal = Principal(TenantId(tenant), f"test-{tenant}", scopes)
+        return self.runtime.tokens.issue(principal).access_token
+
+    async def post(self, body: dict[str, Any], token: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token or self.token()}"}
+        return await self.http.post("/graphql", json=body, headers=headers)
+
+    @property
+    def hits(self) -> int:
+        assert self.runtime.response_cache is not None
+        return self.runtime.response_cache.stats().hits
+
+
+@pytest.fixture
+async def client(demo_database: str, tmp_path: Path) -> AsyncIterator[Client]:
+    source = Path(demo_database.removeprefix("sqlite+aiosqlite:///"))
+    copy = tmp_path / "stockgraph.db"
+    shutil.copy(source, copy)
+    settings = make_settings(f"sqlite+aiosqlite:///{copy}")
+    runtime = Runtime.build(settings)
+    app = create_app(settings, runtime=runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sg") as http:
+            yield Client(http, runtime)
+
+
+async def _set_on_hand(runtime: Runtime, value: int) -> None:
+    async with runtime.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE stock_levels SET on_hand = :v, available = :v, committed = 0,"
+                " reserved = 0, damaged = 0, safety_stock = 0, quality_control = 0"
+                " WHERE tenant_id = 'acme' AND sku = 'SKU-00001'"
+            ),
+            {"v": value},
+        )
+
+
+async def test_a_repeated_read_is_served_from_the_cache_byte_for_byte(client: Client) -> None:
+    first = await client.post(AVAILABILITY)
+    second = await client.post(AVAILABILITY)
+    assert first.status_code == second.status_code == 200
+    assert second.content == first.content
+    assert client.hits == 1
+
+
+async def test_a_change_to_the_projection_is_seen_at_once(client: Client) -> None:
+    before = (await client.post(AVAILABILITY)).json()
+    await _set_on_hand(client.runtime, 7)
+    client.runtime.projection_changed(TenantId("acme"))
+    after = (await client.post(AVAILABILITY)).json()
+    assert after["data"]["availability"][0]["onHand"] == 7 * 24
+    assert after != before
+
+
+async def test_another_tenant_or_fewer_scopes_never_get_a_cached_answer(client: Client) -> None:
+    await client.post(AVAILABILITY)
+    globex = await client.post(AVAILABILITY, client.token("globex"))
+    weaker = await client.post(AVAILABILITY, client.token(scopes=frozenset({Scope.ORDERS_READ})))
+    assert globex.json()["data"] == {"availability": []}
+    assert weaker.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert client.hits == 0
+
+
+async def test_errors_and_clock_dependent_reads_are_not_kept(client: Client) -> None:
+    forbidden = client.token(scopes=frozenset({Scope.ORDERS_READ}))
+    await client.post(AVAILABILITY, forbidden)
+    await client.post(AVAILABILITY, forbidden)
+    aged = {"query": '{ inventoryLevels(skus: ["SKU-00001"], maxAge: 0) { stale } }'}
+    await client.post(aged)
+    await client.post(aged)
+    assert client.hits == 0
+
+
+async def test_different_variables_are_different_entries(client: Client) -> None:
+    query = "query($s: [String!]!) { availability(skus: $s) { sku } }"
+    one = await client.post({"query": query, "variables": {"s": ["SKU-00001"]}})
+    two = await client.post({"query": query, "variables": {"s": ["SKU-00002"]}})
+    assert one.json() != two.json()
+    assert client.hits == 0
