@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from stockgraph.domain.quantities import QUANTITY_NAMES
 from stockgraph.persistence.types import BigIntId, UtcDateTime
 
 NAMING_CONVENTION = {
@@ -36,16 +37,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-QUANTITY_COLUMNS = (
-    "on_hand",
-    "available",
-    "committed",
-    "reserved",
-    "damaged",
-    "safety_stock",
-    "quality_control",
-    "incoming",
-)
+QUANTITY_COLUMNS = QUANTITY_NAMES
 
 
 class Base(DeclarativeBase):

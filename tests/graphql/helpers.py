@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import event
 
 from stockgraph.app import Runtime
 from stockgraph.auth.principal import Principal
@@ -47,3 +50,23 @@ async def run(
     variables = copy.deepcopy(variables)
     result = await _SCHEMA.execute(query, variable_values=variables, context_value=context)
     return Result(result.data, format_errors(result.errors or []), context)
+
+
+@contextmanager
+def counted_statements(runtime: Runtime) -> Iterator[list[str]]:
+    """Collects every SQL statement the runtime's engine sends while the block runs."""
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)
+
+
+def assert_on_hand_identity(level: dict[str, int]) -> None:
+    parts = ("available", "committed", "reserved", "damaged", "safetyStock", "qualityControl")
+    assert level["onHand"] == sum(level[p] for p in parts), level

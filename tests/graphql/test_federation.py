@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import event
-
 from stockgraph.app import Runtime
 from stockgraph.schema.relay import to_global_id
-from tests.graphql.helpers import run
+from tests.graphql.helpers import counted_statements, run
 
 
 async def test_service_sdl_declares_federation_2_keys(runtime: Runtime) -> None:
@@ -18,25 +16,17 @@ async def test_service_sdl_declares_federation_2_keys(runtime: Runtime) -> None:
 
 
 async def test_entity_references_resolve_in_one_batch(runtime: Runtime) -> None:
-    statements: list[str] = []
-
-    def count(*args: object) -> None:
-        statements.append(str(args[2]))
-
     reps = [{"__typename": "Item", "sku": f"SKU-{i:05d}"} for i in range(30)] + [
         {"__typename": "Warehouse", "id": to_global_id("Warehouse", "acme", f"WH-{i:02d}")}
         for i in range(24)
     ]
-    event.listen(runtime.engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with counted_statements(runtime) as statements:
         result = await run(
             runtime,
             "query($r: [_Any!]!){ _entities(representations: $r) {"
             " ... on Item { sku name } ... on Warehouse { code } } }",
             {"r": reps},
         )
-    finally:
-        event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)
     assert result.errors == []
     assert [e.get("sku") or e.get("code") for e in result.data["_entities"]] == [
         f"SKU-{i:05d}" for i in range(30)

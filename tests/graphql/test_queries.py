@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from stockgraph.app import Runtime
 from stockgraph.schema.relay import to_global_id
-from tests.graphql.helpers import run
+from tests.graphql.helpers import assert_on_hand_identity, run
 
 LEVEL_FIELDS = """
     sku warehouse { id code name } onHand available committed reserved incoming damaged
@@ -27,14 +27,7 @@ async def test_inventory_levels_answer_every_contract_field_from_the_projection(
     assert {lv["sku"] for lv in levels} == {"SKU-00001", "SKU-00002"}
     assert 30 < len(levels) <= 48
     for lv in levels:
-        assert lv["onHand"] == (
-            lv["available"]
-            + lv["committed"]
-            + lv["reserved"]
-            + lv["damaged"]
-            + lv["safetyStock"]
-            + lv["qualityControl"]
-        )
+        assert_on_hand_identity(lv)
         assert lv["source"] == "PROJECTION"
         assert lv["stale"] is False
         assert lv["asOf"].endswith("Z")

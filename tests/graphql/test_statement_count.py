@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from sqlalchemy import event
-
 from stockgraph.app import Runtime
-from tests.graphql.helpers import run
+from tests.graphql.helpers import counted_statements, run
 
 ALL_LEVEL_FIELDS = """sku warehouse { id code name region location { lat lng } dialect }
     onHand available committed reserved incoming damaged safetyStock qualityControl
     asOf source stale"""
 
 
-@contextmanager
-def counted(runtime: Runtime) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def count(_conn: object, _cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    event.listen(runtime.engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)
-
-
 async def test_inventory_levels_for_50_skus_in_24_warehouses_take_two_statements(
     runtime: Runtime,
 ) -> None:
     skus = [f"SKU-{i:05d}" for i in range(50)]
-    with counted(runtime) as statements:
+    with counted_statements(runtime) as statements:
         result = await run(
             runtime,
             f"query($s:[String!]!){{ inventoryLevels(skus:$s){{ {ALL_LEVEL_FIELDS} }} }}",
@@ -49,7 +30,7 @@ async def test_availability_with_warehouses_near_a_point_takes_two_statements(
     runtime: Runtime,
 ) -> None:
     skus = [f"SKU-{i:05d}" for i in range(50)]
-    with counted(runtime) as statements:
+    with counted_statements(runtime) as statements:
         result = await run(
             runtime,
             "query($s:[String!]!){ availability(skus:$s, near:{lat:50, lng:8}){ sku available"
@@ -61,7 +42,7 @@ async def test_availability_with_warehouses_near_a_point_takes_two_statements(
 
 
 async def test_items_page_takes_five_statements_whatever_its_size(runtime: Runtime) -> None:
-    with counted(runtime) as statements:
+    with counted_statements(runtime) as statements:
         result = await run(
             runtime, "{ items(first: 100) { edges { node { sku aliases units { name } } } } }"
         )

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import event
 
 from stockgraph.app import Runtime
 from tests.conftest import build_world, make_settings
-from tests.graphql.helpers import run
+from tests.graphql.helpers import counted_statements, run
 from tests.graphql.test_tenant_isolation import CASES
 
 pytestmark = pytest.mark.postgres
@@ -61,20 +60,12 @@ async def test_postgres_answers_every_query_and_keeps_tenants_apart(pg_runtime: 
 
 
 async def test_postgres_reads_levels_of_50_skus_in_two_statements(pg_runtime: Runtime) -> None:
-    statements: list[str] = []
-
-    def count(_c: object, _cur: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    event.listen(pg_runtime.engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with counted_statements(pg_runtime) as statements:
         result = await run(
             pg_runtime,
             "query($s: [String!]!){ inventoryLevels(skus: $s) { sku onHand warehouse { code } } }",
             {"s": [f"SKU-{i:05d}" for i in range(50)]},
         )
-    finally:
-        event.remove(pg_runtime.engine.sync_engine, "before_cursor_execute", count)
     assert len(result.data["inventoryLevels"]) == 50 * 24
     assert len(statements) == 2, statements
 

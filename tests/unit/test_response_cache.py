@@ -51,8 +51,11 @@ def test_bad_sizes_are_refused() -> None:
     ("query", "operation", "expected"),
     [
         ('{ availability(skus: ["A"]) { sku } }', None, True),
-        ('query Q($s: [String!]!) { inventoryLevels(skus: $s) { sku } items { edges { cursor } } }',
-         "Q", True),
+        (
+            "query Q($s: [String!]!) { inventoryLevels(skus: $s) { sku } items { edges { cursor } } }",
+            "Q",
+            True,
+        ),
         ('{ inventoryLevels(skus: ["A"], maxAge: 5) { sku } }', None, False),
         ('{ inventoryLevels(skus: ["A"], asOf: "2026-01-01T00:00:00Z") { sku } }', None, False),
         ("{ _service { sdl } }", None, False),
