@@ -52,7 +52,8 @@ def test_bad_sizes_are_refused() -> None:
     [
         ('{ availability(skus: ["A"]) { sku } }', None, True),
         (
-            "query Q($s: [String!]!) { inventoryLevels(skus: $s) { sku } items { edges { cursor } } }",
+            "query Q($s: [String!]!) { inventoryLevels(skus: $s) { sku }"
+            " items { edges { cursor } } }",
             "Q",
             True,
         ),
