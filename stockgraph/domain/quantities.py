@@ -176,3 +176,47 @@ def replay(deltas: list[StockDelta]) -> StockQuantities:
     for delta in deltas:
         total = total + delta
     return StockQuantities(*total.as_tuple())
+
+
+def with_physical(
+    current: StockQuantities | None,
+    *,
+    on_hand: int,
+    damaged: int = 0,
+    quality_control: int = 0,
+    incoming: int = 0,
+) -> tuple[StockQuantities, int]:
+    """New quantities from what the WMS reports, keeping Stockgraph's own commitments.
+
+    The WMS owns physical truth (on hand, damaged, quality control, incoming); Stockgraph
+    owns what is committed to orders and reserved, and the safety stock it holds back. When
+    the WMS reports less than those commitments need, reservations give way first, then
+    commitments, and the shortfall is returned so that the caller can raise it.
+
+    >>> q, short = with_physical(StockQuantities.from_physical(on_hand=10, committed=6),
+    ...                          on_hand=4)
+    >>> (q.available, q.committed, short)
+    (0, 4, 2)
+    """
+    committed = current.committed if current else 0
+    reserved = current.reserved if current else 0
+    safety = current.safety_stock if current else 0
+    room = max(0, on_hand - damaged - quality_control)
+    shortfall = max(0, committed + reserved - room)
+    cut_reserved = min(reserved, shortfall)
+    reserved -= cut_reserved
+    committed -= shortfall - cut_reserved
+    if damaged + quality_control > on_hand:
+        raise NegativeQuantity(
+            f"{damaged} damaged and {quality_control} in quality control exceed {on_hand} on hand"
+        )
+    quantities = StockQuantities.from_physical(
+        on_hand=on_hand,
+        committed=committed,
+        reserved=reserved,
+        damaged=damaged,
+        quality_control=quality_control,
+        safety_stock_target=safety,
+        incoming=incoming,
+    )
+    return quantities, shortfall

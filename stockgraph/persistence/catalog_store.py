@@ -176,7 +176,7 @@ async def _load_items(
     }
 
 
-def _upsert(engine: AsyncEngine, table: Table) -> Any:
+def upsert(engine: AsyncEngine, table: Table) -> Any:
     """``INSERT ... ON CONFLICT`` for the engine's dialect (SQLite and PostgreSQL)."""
     if engine.dialect.name == "postgresql":
         return pg_insert(table)
@@ -190,7 +190,7 @@ class SqlCatalogWriter:
         self._engine = engine
 
     async def upsert_tenant(self, tenant_id: TenantId, name: str) -> None:
-        stmt = _upsert(self._engine, _tenants).values(
+        stmt = upsert(self._engine, _tenants).values(
             id=tenant_id, name=name, created_at=datetime.now(UTC)
         )
         stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={"name": stmt.excluded.name})
@@ -201,7 +201,7 @@ class SqlCatalogWriter:
         if not specs:
             return {}
         now = datetime.now(UTC)
-        stmt = _upsert(self._engine, _warehouses)
+        stmt = upsert(self._engine, _warehouses)
         stmt = stmt.on_conflict_do_update(
             index_elements=["tenant_id", "code"],
             set_={
@@ -237,7 +237,7 @@ class SqlCatalogWriter:
         if not items:
             return
         now = datetime.now(UTC)
-        item_stmt = _upsert(self._engine, _items)
+        item_stmt = upsert(self._engine, _items)
         item_stmt = item_stmt.on_conflict_do_update(
             index_elements=["tenant_id", "sku"],
             set_={"name": item_stmt.excluded.name, "base_unit": item_stmt.excluded.base_unit},

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -262,3 +263,55 @@ class AuditEventRow(Base):
 
 
 APPEND_ONLY_TABLES = ("stock_movements", "audit_events")
+
+
+class InboxEventRow(Base):
+    """A WMS event as received: kept before it is applied, so nothing acknowledged is lost.
+
+    ``(connector_id, event_id)`` is unique: a repeated delivery is recognised and dropped.
+    """
+
+    __tablename__ = "inbox_events"
+    __table_args__ = (
+        UniqueConstraint("connector_id", "event_id", name="uq_inbox_events_connector_event"),
+        Index("ix_inbox_events_pending", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    connector_id: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime]
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16))
+    applied_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SyncExceptionRow(Base):
+    """Something a WMS sent that could not be applied, with the raw payload and why."""
+
+    __tablename__ = "sync_exceptions"
+    __table_args__ = (Index("ix_sync_exceptions_open", "tenant_id", "resolved_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    connector_id: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str | None] = mapped_column(String(200))
+    code: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+
+
+class ConnectorStateRow(Base):
+    """Where syncing one WMS instance stands: its poll cursor and its last full sync."""
+
+    __tablename__ = "connector_states"
+
+    connector_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(Text)
+    full_sync_at: Mapped[datetime | None]
+    last_event_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]

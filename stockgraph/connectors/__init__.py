@@ -1,0 +1,1 @@
+"""WMS connectors: one runtime for every instance, one folder per dialect."""

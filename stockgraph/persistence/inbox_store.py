@@ -1,0 +1,128 @@
+"""The inbox of received WMS events and the sync state of each connector."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stockgraph.domain.ids import TenantId
+from stockgraph.persistence.catalog_store import upsert
+from stockgraph.persistence.models import ConnectorStateRow, InboxEventRow
+
+_inbox = cast(Table, InboxEventRow.__table__)
+_states = cast(Table, ConnectorStateRow.__table__)
+
+PENDING = "PENDING"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    id: int
+    tenant_id: TenantId
+    connector_id: str
+    event_id: str
+    body: bytes
+
+
+class SqlInbox:
+    """Implements the services' ``Inbox`` port."""
+
+    def __init__(self, *, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add(
+        self, *, tenant_id: TenantId, connector_id: str, event_id: str, body: bytes
+    ) -> bool:
+        """Keep a received event; False when the same event was received before."""
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(_inbox).values(
+                        tenant_id=tenant_id,
+                        connector_id=connector_id,
+                        event_id=event_id,
+                        received_at=datetime.now(UTC),
+                        body=body,
+                        status=PENDING,
+                        applied_at=None,
+                        error=None,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def pending(self, limit: int) -> Sequence[InboxItem]:
+        """The oldest received events not applied yet, in the order they arrived."""
+        query = (
+            select(
+                _inbox.c.id,
+                _inbox.c.tenant_id,
+                _inbox.c.connector_id,
+                _inbox.c.event_id,
+                _inbox.c.body,
+            )
+            .where(_inbox.c.status == PENDING)
+            .order_by(_inbox.c.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [InboxItem(r[0], TenantId(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """How many received events are in each state."""
+        query = select(_inbox.c.status, func.count()).group_by(_inbox.c.status)
+        async with self._engine.connect() as conn:
+            return {r[0]: int(r[1]) for r in await conn.execute(query)}
+
+
+class SqlConnectorStates:
+    """Poll cursors and full-sync marks per connector."""
+
+    def __init__(self, *, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def get(self, connector_id: str) -> tuple[str | None, datetime | None]:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(_states.c.cursor, _states.c.full_sync_at).where(
+                        _states.c.connector_id == connector_id
+                    )
+                )
+            ).first()
+        return (row[0], row[1]) if row else (None, None)
+
+    async def save(
+        self, connector_id: str, *, cursor: str | None = None, full_sync: bool = False
+    ) -> None:
+        now = datetime.now(UTC)
+        values = {
+            "connector_id": connector_id,
+            "cursor": cursor,
+            "updated_at": now,
+            "full_sync_at": now if full_sync else None,
+            "last_event_at": now,
+        }
+        stmt = upsert(self._engine, _states).values(**values)
+        changes = {
+            "updated_at": stmt.excluded.updated_at,
+            "last_event_at": stmt.excluded.last_event_at,
+        }
+        if cursor is not None:
+            changes["cursor"] = stmt.excluded.cursor
+        if full_sync:
+            changes["full_sync_at"] = stmt.excluded.full_sync_at
+        stmt = stmt.on_conflict_do_update(index_elements=["connector_id"], set_=changes)
+        async with self._engine.begin() as conn:
+            await conn.execute(stmt)
+
+
+__all__ = ["PENDING", "InboxItem", "SqlConnectorStates", "SqlInbox"]

@@ -1,0 +1,421 @@
+"""Ingesting what WMS instances report: verify, keep, map, and apply in WMS order.
+
+A webhook is verified (signature over the raw body, timestamp tolerance, rotated secrets),
+kept in the inbox — deduplicated by its event id — and acknowledged; the inbox is then
+applied in the background, one transaction per received body. Applying maps every level to
+our SKU, warehouse and base units (:mod:`stockgraph.domain.mapping`) and writes it to the
+projection only when it is newer than what is held, by the WMS's own sequence: an event
+older than the state we hold never overwrites it, so duplicates and reordering converge.
+Every applied change writes a ledger movement and an audit event in the same transaction;
+anything that cannot be read or mapped becomes a sync exception holding the raw payload and
+the reason. Polled dialects and the first full sync of an instance go the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Protocol, Self
+
+import orjson
+
+from stockgraph.connectors.base import Connector, EventKind, WmsEvent, WmsLevel
+from stockgraph.connectors.errors import ConnectorError, MalformedPayload
+from stockgraph.connectors.signing import verify
+from stockgraph.domain.errors import DomainError
+from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
+from stockgraph.domain.mapping import InstanceMapping, MappedLevel, Unmappable
+from stockgraph.domain.model import MovementCause, StockLevel
+from stockgraph.domain.quantities import StockQuantities, with_physical
+
+log = logging.getLogger("stockgraph.ingestion")
+
+MAX_BODY_BYTES = 1_048_576
+
+
+class UnknownConnector(LookupError):
+    """No configured WMS instance has this connector id."""
+
+
+class BadDelivery(ValueError):
+    """A delivery that cannot be accepted as it is (no event id, too large)."""
+
+
+class Receipt(Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorInstance:
+    """One configured WMS instance, as ingestion needs it."""
+
+    connector_id: str
+    tenant_id: TenantId
+    warehouse_id: WarehouseId
+    warehouse_code: str
+    connector: Connector
+    mapping: InstanceMapping
+    webhook_secrets: tuple[str, ...] = ()
+
+
+class InboxEntry(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def tenant_id(self) -> TenantId: ...
+    @property
+    def connector_id(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+
+
+class Inbox(Protocol):
+    async def add(
+        self, *, tenant_id: TenantId, connector_id: str, event_id: str, body: bytes
+    ) -> bool:
+        """Keep a received event; False when the same event was received before."""
+
+    async def pending(self, limit: int) -> Sequence[InboxEntry]:
+        """Received events not applied yet, oldest first."""
+
+
+class UnitOfWork(Protocol):
+    """One transaction: everything written through it commits together or not at all."""
+
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+    async def commit(self) -> None: ...
+    async def known_skus(self, tenant_id: TenantId, skus: Sequence[Sku]) -> set[Sku]: ...
+    async def level_for_update(
+        self, tenant_id: TenantId, warehouse_id: WarehouseId, sku: Sku
+    ) -> tuple[StockLevel, int] | None: ...
+    async def save_level(self, level: StockLevel, *, version: int | None) -> None: ...
+    async def add_movement(
+        self,
+        *,
+        level: StockLevel,
+        delta: Any,
+        cause: MovementCause,
+        correlation_id: CorrelationId,
+        actor: str,
+        occurred_at: datetime,
+        reason: str | None = None,
+        reference: str | None = None,
+    ) -> None: ...
+    async def add_audit(
+        self,
+        *,
+        tenant_id: TenantId,
+        kind: str,
+        actor: str,
+        correlation_id: CorrelationId,
+        message: str,
+        detail: dict[str, Any],
+        sku: Sku | None = None,
+        warehouse_id: WarehouseId | None = None,
+        reference: str | None = None,
+    ) -> None: ...
+    async def add_exception(
+        self,
+        *,
+        tenant_id: TenantId,
+        connector_id: str,
+        event_id: str | None,
+        code: str,
+        reason: str,
+        raw: str,
+    ) -> None: ...
+    async def finish_inbox(
+        self, inbox_id: int, *, status: str, error: str | None = None
+    ) -> None: ...
+
+
+@dataclass
+class ApplyReport:
+    """What applying one batch of events did."""
+
+    entries: int = 0
+    applied: int = 0
+    stale: int = 0
+    unchanged: int = 0
+    exceptions: int = 0
+    tenants: set[TenantId] = field(default_factory=set)
+
+
+_CAUSE_REASON = {
+    EventKind.RECEIPT: "RECEIVED",
+    EventKind.CYCLE_COUNT: "CYCLE_COUNT",
+    EventKind.ADJUSTMENT: "CORRECTION",
+    EventKind.RETURN: "RESTOCK",
+}
+
+
+class IngestionService:
+    """Receives, keeps and applies what WMS instances report."""
+
+    def __init__(
+        self,
+        *,
+        instances: Callable[[str], ConnectorInstance | None],
+        inbox: Inbox,
+        unit_of_work: Callable[[], UnitOfWork],
+        on_change: Callable[[TenantId], None] = lambda _t: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._instances = instances
+        self._inbox = inbox
+        self._uow = unit_of_work
+        self._on_change = on_change
+        self._clock = clock
+        self.wake = asyncio.Event()
+
+    def instance(self, connector_id: str) -> ConnectorInstance:
+        found = self._instances(connector_id)
+        if found is None:
+            raise UnknownConnector(f"no WMS instance {connector_id!r}")
+        return found
+
+    async def receive(
+        self, connector_id: str, *, event_id: str | None, body: bytes, signature: str | None
+    ) -> Receipt:
+        """Verify and keep one webhook delivery; applying happens in the background.
+
+        Raises :class:`UnknownConnector`, :class:`~stockgraph.connectors.signing.
+        InvalidSignature` or :class:`BadDelivery`; nothing is kept then.
+        """
+        instance = self.instance(connector_id)
+        verify(body, signature, instance.webhook_secrets, now=self._clock())
+        if not event_id or len(event_id) > 200:
+            raise BadDelivery("X-Event-Id must name the event (1 to 200 characters)")
+        if len(body) > MAX_BODY_BYTES:
+            raise BadDelivery(f"body over {MAX_BODY_BYTES} bytes")
+        added = await self._inbox.add(
+            tenant_id=instance.tenant_id, connector_id=connector_id, event_id=event_id, body=body
+        )
+        if added:
+            self.wake.set()
+        return Receipt.ACCEPTED if added else Receipt.DUPLICATE
+
+    async def apply_pending(self, *, limit: int = 200) -> ApplyReport:
+        """Apply received events, oldest first; returns what was done."""
+        report = ApplyReport()
+        for entry in await self._inbox.pending(limit):
+            await self._apply_entry(entry, report)
+            report.entries += 1
+        for tenant in report.tenants:
+            self._on_change(tenant)
+        return report
+
+    async def _apply_entry(self, entry: InboxEntry, report: ApplyReport) -> None:
+        instance = self._instances(entry.connector_id)
+        async with self._uow() as uow:
+            if instance is None:
+                await self._quarantine(
+                    uow, entry, "UNKNOWN_CONNECTOR", "the instance is no longer configured"
+                )
+            else:
+                try:
+                    events = instance.connector.parse_webhook(entry.body)
+                except (MalformedPayload, ConnectorError) as exc:
+                    await self._quarantine(uow, entry, "MALFORMED", str(exc))
+                    report.exceptions += 1
+                    await uow.commit()
+                    return
+                for event in sorted(events, key=lambda e: e.sequence):
+                    await self.apply_event(
+                        uow, instance, event, cause=MovementCause.WEBHOOK, report=report
+                    )
+                await uow.finish_inbox(entry.id, status="APPLIED")
+            await uow.commit()
+
+    async def _quarantine(self, uow: UnitOfWork, entry: InboxEntry, code: str, reason: str) -> None:
+        await uow.add_exception(
+            tenant_id=entry.tenant_id,
+            connector_id=entry.connector_id,
+            event_id=entry.event_id,
+            code=code,
+            reason=reason,
+            raw=entry.body.decode("utf-8", "replace"),
+        )
+        await uow.finish_inbox(entry.id, status="QUARANTINED", error=f"{code}: {reason}")
+
+    async def apply_event(
+        self,
+        uow: UnitOfWork,
+        instance: ConnectorInstance,
+        event: WmsEvent,
+        *,
+        cause: MovementCause,
+        report: ApplyReport,
+    ) -> None:
+        """Apply one event's levels inside ``uow``: newer ones only, each with its ledger row."""
+        correlation = CorrelationId(uuid.uuid4().hex)
+        mapped: list[tuple[WmsLevel, MappedLevel]] = []
+        for level in event.levels:
+            result = instance.mapping.level(
+                level.wms_sku,
+                level.location,
+                level.unit,
+                level.on_hand,
+                damaged=level.damaged,
+                quality_control=level.quality_control,
+                incoming=level.incoming,
+            )
+            if isinstance(result, Unmappable):
+                await self._exception(uow, instance, event, result.code, result.reason, level)
+                report.exceptions += 1
+            elif result.warehouse_code != instance.warehouse_code:
+                reason = f"location {level.location!r} is not this instance's warehouse"
+                await self._exception(uow, instance, event, "UNKNOWN_LOCATION", reason, level)
+                report.exceptions += 1
+            else:
+                mapped.append((level, result))
+        known = await uow.known_skus(instance.tenant_id, [m.sku for _, m in mapped])
+        applied = 0
+        for raw, ours in mapped:
+            if ours.sku not in known:
+                reason = f"WMS SKU {raw.wms_sku!r} maps to {ours.sku}, which is not an item"
+                await self._exception(uow, instance, event, "UNKNOWN_SKU", reason, raw)
+                report.exceptions += 1
+                continue
+            sequence = raw.sequence if raw.sequence is not None else event.sequence
+            outcome = await self._apply_level(
+                uow, instance, event, ours, sequence, cause, correlation
+            )
+            if outcome == "applied":
+                applied += 1
+            setattr(report, outcome, getattr(report, outcome) + 1)
+        if applied:
+            report.tenants.add(instance.tenant_id)
+            await uow.add_audit(
+                tenant_id=instance.tenant_id,
+                kind="STOCK_SYNCED",
+                actor=f"wms:{instance.connector_id}",
+                correlation_id=correlation,
+                message=f"{event.kind.value} {event.event_id} applied to {applied} level(s)",
+                detail={
+                    "connector_id": instance.connector_id,
+                    "event_id": event.event_id,
+                    "sequence": event.sequence,
+                    "kind": event.kind.value,
+                    "cause": cause.value,
+                },
+                warehouse_id=instance.warehouse_id,
+            )
+
+    async def _apply_level(
+        self,
+        uow: UnitOfWork,
+        instance: ConnectorInstance,
+        event: WmsEvent,
+        level: MappedLevel,
+        sequence: int,
+        cause: MovementCause,
+        correlation: CorrelationId,
+    ) -> str:
+        found = await uow.level_for_update(instance.tenant_id, instance.warehouse_id, level.sku)
+        current, version = found if found else (None, None)
+        held = current.source_sequence if current is not None else None
+        if held is not None and held >= sequence:
+            return "stale"
+        try:
+            quantities, shortfall = with_physical(
+                current.quantities if current else None,
+                on_hand=level.on_hand,
+                damaged=level.damaged,
+                quality_control=level.quality_control,
+                incoming=level.incoming,
+            )
+        except DomainError as exc:
+            await self._exception(uow, instance, event, exc.code, str(exc), None)
+            return "exceptions"
+        before = current.quantities if current else StockQuantities.ZERO
+        new_level = StockLevel(
+            tenant_id=instance.tenant_id,
+            warehouse_id=instance.warehouse_id,
+            sku=level.sku,
+            quantities=quantities,
+            as_of=event.occurred_at.astimezone(UTC),
+            source_sequence=sequence,
+        )
+        await uow.save_level(new_level, version=version)
+        delta = before.delta_to(quantities)
+        if delta.is_zero():
+            return "unchanged"
+        await uow.add_movement(
+            level=new_level,
+            delta=delta,
+            cause=cause,
+            correlation_id=correlation,
+            actor=f"wms:{instance.connector_id}",
+            occurred_at=event.occurred_at.astimezone(UTC),
+            reason=_CAUSE_REASON.get(event.kind),
+            reference=f"wms://{instance.connector_id}/events/{event.event_id}",
+        )
+        if shortfall:
+            await uow.add_audit(
+                tenant_id=instance.tenant_id,
+                kind="OVERCOMMITTED",
+                actor=f"wms:{instance.connector_id}",
+                correlation_id=correlation,
+                message=(
+                    f"{level.sku} at {instance.warehouse_code}: the WMS holds {shortfall} less "
+                    "than is committed and reserved"
+                ),
+                detail={"shortfall": shortfall, "event_id": event.event_id},
+                sku=level.sku,
+                warehouse_id=instance.warehouse_id,
+            )
+        return "applied"
+
+    async def _exception(
+        self,
+        uow: UnitOfWork,
+        instance: ConnectorInstance,
+        event: WmsEvent,
+        code: str,
+        reason: str,
+        level: WmsLevel | None,
+    ) -> None:
+        raw: Mapping[str, object] = event.raw or {"event_id": event.event_id}
+        payload = {"event": dict(raw), "level": _level_dict(level) if level else None}
+        await uow.add_exception(
+            tenant_id=instance.tenant_id,
+            connector_id=instance.connector_id,
+            event_id=event.event_id,
+            code=code,
+            reason=reason,
+            raw=orjson.dumps(payload, default=str).decode(),
+        )
+
+    async def run(self, *, idle_seconds: float = 1.0) -> None:
+        """Apply the inbox whenever something arrives (or every ``idle_seconds``)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=idle_seconds)
+            self.wake.clear()
+            try:
+                while (await self.apply_pending()).entries:
+                    pass
+            except Exception:
+                log.exception("applying the inbox failed; retrying shortly")
+
+
+def _level_dict(level: WmsLevel) -> dict[str, object]:
+    return {
+        "wms_sku": level.wms_sku,
+        "location": level.location,
+        "unit": level.unit,
+        "on_hand": str(level.on_hand),
+        "sequence": level.sequence,
+    }
