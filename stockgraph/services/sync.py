@@ -1,0 +1,121 @@
+"""Pulling state from WMS instances: the first full sync, and polling for events.
+
+An instance seen for the first time is fully synced once: every page of its levels is
+applied as a snapshot (cause ``RECONCILIATION``), newer-sequence-wins like any event.
+Dialects that cannot push are polled: events since the saved cursor are applied (cause
+``POLL``) and the cursor moves only after they are committed, so a crash re-reads rather
+than skips. Either way the same mapping, ordering, ledger and exception rules apply as for
+webhooks (:class:`~stockgraph.services.ingestion.IngestionService`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from stockgraph.connectors.base import EventKind, WmsEvent
+from stockgraph.connectors.errors import ConnectorError
+from stockgraph.domain.model import MovementCause
+from stockgraph.services.ingestion import (
+    ApplyReport,
+    ConnectorInstance,
+    IngestionService,
+    UnitOfWork,
+)
+
+log = logging.getLogger("stockgraph.sync")
+
+
+class ConnectorStates(Protocol):
+    async def get(self, connector_id: str) -> tuple[str | None, datetime | None]:
+        """The saved poll cursor and when the instance was last fully synced."""
+
+    async def save(
+        self, connector_id: str, *, cursor: str | None = None, full_sync: bool = False
+    ) -> None: ...
+
+
+class SyncService:
+    """Full syncs and polls, one instance at a time."""
+
+    def __init__(
+        self,
+        *,
+        ingestion: IngestionService,
+        states: ConnectorStates,
+        unit_of_work: Callable[[], UnitOfWork],
+        on_change: Callable[[str], None] = lambda _t: None,
+    ) -> None:
+        self._ingestion = ingestion
+        self._states = states
+        self._uow = unit_of_work
+        self._on_change = on_change
+
+    async def needs_full_sync(self, instance: ConnectorInstance) -> bool:
+        _cursor, synced_at = await self._states.get(instance.connector_id)
+        return synced_at is None
+
+    async def full_sync(self, instance: ConnectorInstance) -> ApplyReport:
+        """Apply every level the instance holds, page by page, then mark it synced."""
+        report = ApplyReport()
+        cursor: str | None = None
+        page = 0
+        while True:
+            levels, cursor = await instance.connector.list_levels(cursor)
+            page += 1
+            if levels:
+                sequence = max((lv.sequence or 0) for lv in levels)
+                snapshot = WmsEvent(
+                    event_id=f"full-sync-{uuid.uuid4().hex[:12]}-{page}",
+                    sequence=sequence,
+                    kind=EventKind.SNAPSHOT,
+                    occurred_at=max(
+                        (lv.observed_at for lv in levels if lv.observed_at is not None),
+                        default=datetime.now(UTC),
+                    ),
+                    levels=tuple(levels),
+                )
+                async with self._uow() as uow:
+                    await self._ingestion.apply_event(
+                        uow, instance, snapshot, cause=MovementCause.RECONCILIATION, report=report
+                    )
+                    await uow.commit()
+            if cursor is None:
+                break
+        await self._states.save(instance.connector_id, full_sync=True)
+        if report.applied:
+            self._on_change(instance.tenant_id)
+        return report
+
+    async def poll(self, instance: ConnectorInstance) -> ApplyReport:
+        """Apply events since the saved cursor; the cursor moves after they commit."""
+        report = ApplyReport()
+        cursor, _synced = await self._states.get(instance.connector_id)
+        events, next_cursor = await instance.connector.poll_events(cursor)
+        if events:
+            async with self._uow() as uow:
+                for event in sorted(events, key=lambda e: e.sequence):
+                    await self._ingestion.apply_event(
+                        uow, instance, event, cause=MovementCause.POLL, report=report
+                    )
+                await uow.commit()
+        if next_cursor is not None and next_cursor != cursor:
+            await self._states.save(instance.connector_id, cursor=next_cursor)
+        if report.applied:
+            self._on_change(instance.tenant_id)
+        return report
+
+    async def sync_once(self, instance: ConnectorInstance) -> ApplyReport | None:
+        """Full sync if it never happened, then a poll for polling dialects; None on failure."""
+        try:
+            if await self.needs_full_sync(instance):
+                return await self.full_sync(instance)
+            if instance.connector.spec.poll:
+                return await self.poll(instance)
+        except ConnectorError as exc:
+            log.warning("sync of %s failed: %s", instance.connector_id, exc)
+            return None
+        return ApplyReport()

@@ -1,0 +1,58 @@
+"""The first full sync of an instance, and polling dialects."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
+from tests.ingestion.conftest import World
+
+
+def _level(sku: str, qty: int, seq: int) -> WmsLevel:
+    return WmsLevel(wms_sku=sku, location="MAIN", unit="EA", on_hand=Decimal(qty), sequence=seq)
+
+
+async def test_a_new_instance_is_fully_synced_once_across_every_page(world: World) -> None:
+    world.connector.pages = [[_level("W1", 11, 5), _level("W2", 12, 5)], [_level("W3", 13, 5)]]
+    assert await world.sync.needs_full_sync(world.instance)
+    report = await world.sync.full_sync(world.instance)
+    assert report.applied == 3
+    assert [await world.on_hand(f"SKU-0000{i}") for i in (1, 2, 3)] == [11, 12, 13]
+    assert not await world.sync.needs_full_sync(world.instance)
+    assert (
+        await world.scalar("SELECT count(*) FROM stock_movements WHERE cause = 'RECONCILIATION'")
+        == 3
+    )
+
+
+async def test_a_full_sync_never_rolls_back_newer_webhook_state(world: World) -> None:
+    await world.deliver("e9", 9, [{"sku": "W1", "qty": 99}])
+    await world.service.apply_pending()
+    world.connector.pages = [[_level("W1", 1, 4)]]
+    report = await world.sync.full_sync(world.instance)
+    assert report.stale == 1
+    assert await world.on_hand("SKU-00001") == 99
+
+
+async def test_polling_applies_new_events_and_moves_the_cursor(world: World) -> None:
+    def event(seq: int, qty: int) -> WmsEvent:
+        return WmsEvent(
+            event_id=f"p{seq}",
+            sequence=seq,
+            kind=EventKind.ADJUSTMENT,
+            occurred_at=datetime.now(UTC),
+            levels=(_level("W4", qty, seq),),
+        )
+
+    world.connector.mailbox = [event(1, 10), event(3, 30), event(2, 20)]
+    first = await world.sync.poll(world.instance)
+    assert (first.applied, first.stale) == (3, 0)
+    assert await world.on_hand("SKU-00004") == 30
+    again = await world.sync.poll(world.instance)
+    assert again.applied == again.stale == 0
+    world.connector.mailbox += [event(2, 25), event(4, 40)]
+    late = await world.sync.poll(world.instance)
+    assert (late.applied, late.stale) == (1, 1)
+    assert await world.on_hand("SKU-00004") == 40
+    assert await world.scalar("SELECT count(*) FROM stock_movements WHERE cause = 'POLL'") == 4
