@@ -7,18 +7,22 @@ it all on shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
 import orjson
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from stockgraph.auth.endpoints import jwks_endpoint, token_endpoint
@@ -26,22 +30,41 @@ from stockgraph.auth.errors import AuthError
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.tokens import SigningKey, TokenService
 from stockgraph.cache.response import ResponseCache, TenantVersions
-from stockgraph.config import ConfigError, Settings, Topology
-from stockgraph.domain.ids import TenantId
+from stockgraph.config import ConfigError, MappingConfig, Settings, Topology
+from stockgraph.connectors.registry import (
+    BUILDERS,
+    ConnectorConfigError,
+    build_connector,
+)
+from stockgraph.connectors.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, InvalidSignature
+from stockgraph.domain.ids import TenantId, WarehouseId
+from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import GeoPoint, WarehouseSpec
 from stockgraph.persistence.access_store import SqlAccessStore
 from stockgraph.persistence.catalog_store import SqlCatalogStore, SqlCatalogWriter
 from stockgraph.persistence.database import create_engine, session_factory
+from stockgraph.persistence.inbox_store import SqlConnectorStates, SqlInbox
 from stockgraph.persistence.migrate import current_revision, head_revision
 from stockgraph.persistence.stock_store import SqlStockStore
+from stockgraph.persistence.unit_of_work import SqlUnitOfWork
 from stockgraph.schema.build import SchemaLimits, build_schema
 from stockgraph.schema.context import Limits, Services
 from stockgraph.schema.view import GraphQLView
 from stockgraph.services.access import AccessService
 from stockgraph.services.catalog import CatalogService
+from stockgraph.services.ingestion import (
+    BadDelivery,
+    ConnectorInstance,
+    IngestionService,
+    Receipt,
+    UnknownConnector,
+)
 from stockgraph.services.inventory import InventoryService
+from stockgraph.services.sync import SyncService
 
 log = logging.getLogger("stockgraph")
+
+MAX_WEBHOOK_BYTES = 1_048_576
 
 
 def build_token_service(settings: Settings) -> TokenService:
@@ -84,6 +107,30 @@ def warehouse_specs(topology: Topology) -> list[WarehouseSpec]:
     ]
 
 
+def instance_mapping(
+    settings: Mapping[str, Any], *, warehouse_code: str, connector_id: str
+) -> InstanceMapping:
+    """The ``mapping`` table of an instance's connection settings, checked."""
+    try:
+        config = MappingConfig.model_validate(settings.get("mapping") or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{connector_id}: mapping: {problems}") from None
+    return InstanceMapping(
+        skus=config.skus,
+        identity_skus=config.identity_skus,
+        unit_factors={
+            (sku, unit): factor
+            for sku, units in config.sku_units.items()
+            for unit, factor in units.items()
+        },
+        unit_defaults=config.units,
+        locations=config.locations,
+        default_location=warehouse_code,
+        statuses=config.statuses,
+    )
+
+
 @dataclass
 class Runtime:
     """Everything the app holds for its lifetime; also what the CLI and tests drive."""
@@ -98,7 +145,11 @@ class Runtime:
     stock_store: SqlStockStore
     versions: TenantVersions
     response_cache: ResponseCache | None
+    ingestion: IngestionService
+    sync: SyncService
+    instances: dict[str, ConnectorInstance] = field(default_factory=dict)
     redis: Redis | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -106,6 +157,24 @@ class Runtime:
         tokens = build_token_service(settings)
         catalog = CatalogService(reader=SqlCatalogStore(engine=engine))
         stock = SqlStockStore(engine=engine)
+        versions = TenantVersions()
+        instances: dict[str, ConnectorInstance] = {}
+
+        def unit_of_work() -> SqlUnitOfWork:
+            return SqlUnitOfWork(engine=engine)
+
+        ingestion = IngestionService(
+            instances=instances.get,
+            inbox=SqlInbox(engine=engine),
+            unit_of_work=unit_of_work,
+            on_change=versions.bump,
+        )
+        sync = SyncService(
+            ingestion=ingestion,
+            states=SqlConnectorStates(engine=engine),
+            unit_of_work=unit_of_work,
+            on_change=versions.bump,
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -117,7 +186,10 @@ class Runtime:
             inventory=InventoryService(stock=stock, catalog=catalog),
             catalog_writer=SqlCatalogWriter(engine=engine),
             stock_store=stock,
-            versions=TenantVersions(),
+            versions=versions,
+            ingestion=ingestion,
+            sync=sync,
+            instances=instances,
             response_cache=(
                 ResponseCache(
                     max_entries=settings.response_cache_size,
@@ -150,11 +222,82 @@ class Runtime:
         """Called after every committed change to a tenant's projection or catalogue."""
         self.versions.bump(tenant_id)
 
+    async def connect_instances(
+        self,
+        specs: Sequence[WarehouseSpec],
+        *,
+        transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    ) -> None:
+        """Build a connector for every configured instance of a known dialect.
+
+        ``transports`` routes an instance's HTTP to something else (a simulator app).
+        """
+        ids = await self.catalog_writer.upsert_warehouses(specs)
+        for spec in specs:
+            if spec.dialect not in BUILDERS:
+                continue
+            settings = dict(spec.settings)
+            mapping = instance_mapping(
+                settings, warehouse_code=spec.code, connector_id=spec.connector_id
+            )
+            settings.pop("mapping", None)
+            try:
+                built = build_connector(
+                    spec.dialect,
+                    connector_id=spec.connector_id,
+                    settings=settings,
+                    transport=(transports or {}).get(spec.connector_id),
+                )
+            except ConnectorConfigError as exc:
+                raise ConfigError(str(exc)) from None
+            old = self.instances.pop(spec.connector_id, None)
+            if old is not None:
+                await old.connector.aclose()
+            self.instances[spec.connector_id] = ConnectorInstance(
+                connector_id=spec.connector_id,
+                tenant_id=spec.tenant_id,
+                warehouse_id=WarehouseId(ids[spec.connector_id]),
+                warehouse_code=spec.code,
+                connector=built.connector,
+                mapping=mapping,
+                webhook_secrets=built.webhook_secrets,
+            )
+
+    async def sync_loop(self, *, poll_floor_seconds: float = 1.0) -> None:
+        """Fully sync new instances once, then poll the dialects that cannot push."""
+        while True:
+            started = asyncio.get_running_loop().time()
+            await asyncio.gather(
+                *(self.sync.sync_once(instance) for instance in list(self.instances.values()))
+            )
+            intervals = [
+                1.0 / i.connector.spec.rate.rate
+                for i in self.instances.values()
+                if i.connector.spec.poll and i.connector.spec.rate.rate > 0
+            ]
+            wait = max(poll_floor_seconds, min(intervals, default=5.0))
+            elapsed = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(max(0.0, wait - elapsed))
+
+    def start_background(self) -> None:
+        """The inbox worker and the sync loop, until :meth:`close`."""
+        self.tasks.append(asyncio.create_task(self.ingestion.run(), name="inbox"))
+        self.tasks.append(asyncio.create_task(self.sync_loop(), name="sync"))
+
     async def open(self) -> None:
         if self.settings.redis_url:
             self.redis = Redis.from_url(self.settings.redis_url, socket_timeout=2.0)
 
     async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks.clear()
+        for instance in self.instances.values():
+            await instance.connector.aclose()
+        self.instances.clear()
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
@@ -240,13 +383,38 @@ def create_app(
         await rt.check_database()
         if topology is not None:
             await rt.apply_topology(topology)
+            await rt.connect_instances(warehouse_specs(topology))
         await rt.open()
+        rt.start_background()
         try:
             yield
         finally:
             await rt.close()
 
+    async def webhook(request: Request) -> Response:
+        connector_id = request.path_params["connector_id"]
+        declared = request.headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            receipt = await rt.ingestion.receive(
+                connector_id,
+                event_id=request.headers.get(EVENT_ID_HEADER),
+                body=await request.body(),
+                signature=request.headers.get(SIGNATURE_HEADER),
+            )
+        except UnknownConnector:
+            return JSONResponse({"error": f"no WMS instance {connector_id!r}"}, status_code=404)
+        except InvalidSignature as exc:
+            return JSONResponse({"error": "invalid signature", "reason": str(exc)}, status_code=401)
+        except BadDelivery as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if receipt is Receipt.DUPLICATE:
+            return JSONResponse({"status": "duplicate"}, status_code=200)
+        return JSONResponse({"status": "accepted"}, status_code=202)
+
     routes = [
+        Route("/webhooks/wms/{connector_id}", webhook, methods=["POST"]),
         Route("/graphql/schema.graphql", schema_sdl, methods=["GET"]),
         Route("/graphql", view),
         Route("/oauth/token", token_endpoint(rt.access), methods=["POST"]),

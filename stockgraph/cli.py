@@ -142,7 +142,7 @@ class _Server(uvicorn.Server):
 
 
 async def _serve_command(args: argparse.Namespace) -> None:
-    from stockgraph.app import Runtime, create_app
+    from stockgraph.app import Runtime, create_app, warehouse_specs
 
     settings = _settings(args)
     topology = load_topology(settings.config)
@@ -153,10 +153,11 @@ async def _serve_command(args: argparse.Namespace) -> None:
         # Checked before the server starts, so a bad database stops start-up with a message.
         await runtime.check_database()
         await runtime.apply_topology(topology)
+        await runtime.connect_instances(warehouse_specs(topology))
     except BaseException:
         await runtime.close()
         raise
-    await _serve(create_app(settings, topology, runtime=runtime), args.host, args.port)
+    await _serve(create_app(settings, runtime=runtime), args.host, args.port)
 
 
 async def _migrate(args: argparse.Namespace) -> None:

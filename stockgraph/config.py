@@ -86,6 +86,33 @@ class WarehouseConfig(BaseModel):
         return self.connector_id or f"{self.tenant}-{self.code}".lower()
 
 
+class MappingConfig(BaseModel):
+    """``[warehouses.connection.mapping]``: one WMS instance's codes in ours.
+
+    ``skus`` maps WMS SKUs to ours (``identity_skus`` lets unlisted codes map to
+    themselves); ``units`` gives base units per WMS unit for every SKU and ``sku_units``
+    per SKU (``{"ACME-1" = {"CS" = 12}}``); ``locations`` maps WMS locations to warehouse
+    codes (unlisted ones are the instance's own warehouse); ``statuses`` maps order
+    statuses to the contract's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    skus: dict[str, str] = Field(default_factory=dict)
+    identity_skus: bool = False
+    units: dict[str, int] = Field(default_factory=dict)
+    sku_units: dict[str, dict[str, int]] = Field(default_factory=dict)
+    locations: dict[str, str] = Field(default_factory=dict)
+    statuses: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("units")
+    @classmethod
+    def _positive_units(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(v < 1 for v in value.values()):
+            raise ValueError("unit factors of at least 1")
+        return value
+
+
 class Topology(BaseModel):
     """The tenants and warehouses declared in the TOML file."""
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from types import TracebackType
 from typing import Any, Protocol, Self
 
 import orjson
@@ -93,7 +94,12 @@ class UnitOfWork(Protocol):
     """One transaction: everything written through it commits together or not at all."""
 
     async def __aenter__(self) -> Self: ...
-    async def __aexit__(self, *exc: object) -> None: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
     async def commit(self) -> None: ...
     async def known_skus(self, tenant_id: TenantId, skus: Sequence[Sku]) -> set[Sku]: ...
     async def level_for_update(

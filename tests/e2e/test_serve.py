@@ -30,15 +30,23 @@ dialect = "rest"
 region = "us-central"
 lat = 30.27
 lng = -97.74
+[warehouses.connection]
+base_url = "http://127.0.0.1:9"
+api_key = "not-a-real-key"
+webhook_secrets = ["whsec-aus"]
+[warehouses.connection.mapping]
+identity_skus = true
 
 [[warehouses]]
 tenant = "initech"
 code = "PDX-1"
 name = "Portland"
-dialect = "x12"
+dialect = "graphql"
 region = "us-west"
 [warehouses.connection]
-mailbox = "https://edi.example.com/initech"
+endpoint = "http://127.0.0.1:9/graphql"
+access_token = "not-a-real-token"
+webhook_secrets = ["whsec-pdx"]
 """
 
 
@@ -117,7 +125,7 @@ def test_serve_applies_the_topology_and_answers_its_clients(tmp_path: Path) -> N
                 "node": {
                     "code": "PDX-1",
                     "name": "Portland",
-                    "dialect": "x12",
+                    "dialect": "graphql",
                     "region": "us-west",
                     "location": None,
                 }

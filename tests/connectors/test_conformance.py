@@ -1,0 +1,231 @@
+"""What every dialect must do, run against its own simulator and the real ingestion path.
+
+Each case wires one simulated WMS to a Stockgraph runtime in process: the runtime reaches
+the simulator through an ASGI transport, and the simulator's webhooks reach Stockgraph's
+own ``/webhooks/wms/{id}`` route the same way. A new dialect gets a harness here and must
+pass every test.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import bindparam, text
+from starlette.applications import Starlette
+
+from stockgraph.app import Runtime, create_app
+from stockgraph.connectors.simulation import SimulatedWms
+from stockgraph.domain.ids import TenantId
+from stockgraph.domain.model import WarehouseSpec
+from tests.conftest import make_settings
+
+CONNECTOR_ID = "acme-wh-00"
+WEBHOOK_URL = f"http://stockgraph/webhooks/wms/{CONNECTOR_ID}"
+SECRET = "whsec-conformance"
+SKUS = {f"W-{i:04d}": f"SKU-{i:05d}" for i in range(30)}
+CASE_SKU = "W-0003"
+
+
+@dataclass(frozen=True)
+class Harness:
+    name: str
+    simulator: Callable[[SimulatedWms, httpx.AsyncClient], Starlette]
+    settings: dict[str, Any]
+    push: bool
+    case_packs: bool = False
+    """Reports some SKUs in cases (possibly fractional) rather than eaches."""
+
+
+def _rest(wms: SimulatedWms, client: httpx.AsyncClient) -> Starlette:
+    from stockgraph.connectors.rest.simulator import build_simulator
+
+    return build_simulator(
+        wms=wms,
+        api_key="conformance-key",
+        requests_per_second=1000,
+        webhook_url=WEBHOOK_URL,
+        webhook_secret=SECRET,
+        case_packs={CASE_SKU: 12},
+        webhook_client=client,
+    )
+
+
+def _graphql(wms: SimulatedWms, client: httpx.AsyncClient) -> Starlette:
+    from stockgraph.connectors.graphql.simulator import build_simulator
+
+    app = build_simulator(
+        wms=wms,
+        access_token="conformance-token",
+        bucket_size=100_000,
+        restore_rate=10_000,
+        webhook_url=WEBHOOK_URL,
+        webhook_secret=SECRET,
+    )
+    pusher = app.state.pusher
+    pusher.client = client
+    return app
+
+
+HARNESSES = [
+    Harness(
+        "rest",
+        _rest,
+        {"base_url": "http://wms", "api_key": "conformance-key", "webhook_secrets": [SECRET]},
+        push=True,
+        case_packs=True,
+    ),
+    Harness(
+        "graphql",
+        _graphql,
+        {
+            "endpoint": "http://wms/graphql",
+            "access_token": "conformance-token",
+            "webhook_secrets": [SECRET],
+        },
+        push=True,
+    ),
+]
+
+
+@dataclass
+class Wired:
+    runtime: Runtime
+    wms: SimulatedWms
+    simulator: Starlette
+    harness: Harness
+
+    @property
+    def instance(self) -> Any:
+        return self.runtime.instances[CONNECTOR_ID]
+
+    async def projection(self) -> dict[str, int]:
+        async with self.runtime.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT l.sku, l.on_hand FROM stock_levels l JOIN warehouses w"
+                    " ON w.id = l.warehouse_id WHERE w.connector_id = :c AND l.sku IN :skus"
+                ).bindparams(bindparam("skus", expanding=True)),
+                {"c": CONNECTOR_ID, "skus": list(SKUS.values())},
+            )
+            return {r[0]: int(r[1]) for r in rows}
+
+    def truth(self) -> dict[str, int]:
+        return {SKUS[sku]: cell.on_hand for (sku, _loc), cell in self.wms.cells.items()}
+
+    async def compare(self) -> None:
+        """The projection holds the WMS's state, but for a case-pack SKU in odd eaches."""
+        projection, truth = await self.projection(), self.truth()
+        case = SKUS[CASE_SKU]
+        if truth[case] % 12:
+            projection.pop(case)
+            truth.pop(case)
+        assert projection == truth
+
+
+@pytest.fixture(params=HARNESSES, ids=[h.name for h in HARNESSES])
+async def wired(
+    request: pytest.FixtureRequest, demo_database: str, tmp_path: Path
+) -> AsyncIterator[Wired]:
+    harness: Harness = request.param
+    copy = tmp_path / "stockgraph.db"
+    shutil.copy(Path(demo_database.removeprefix("sqlite+aiosqlite:///")), copy)
+    settings = make_settings(f"sqlite+aiosqlite:///{copy}")
+    runtime = Runtime.build(settings)
+    app = create_app(settings, runtime=runtime)
+    to_stockgraph = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://stockgraph"
+    )
+    stock = {(sku, "MAIN"): (i * 7) % 50 + 1 for i, sku in enumerate(SKUS)}
+    stock[(CASE_SKU, "MAIN")] = 36
+    wms = SimulatedWms(name=harness.name, locations=["MAIN"], stock=stock, seed=7)
+    simulator = harness.simulator(wms, to_stockgraph)
+    spec = WarehouseSpec(
+        tenant_id=TenantId("acme"),
+        code="WH-00",
+        connector_id=CONNECTOR_ID,
+        name="Berlin DC",
+        region="eu-central",
+        location=None,
+        dialect=harness.name,
+        settings={
+            **harness.settings,
+            "mapping": {"skus": SKUS, "sku_units": {CASE_SKU: {"CS": 12}}},
+        },
+    )
+    await runtime.connect_instances(
+        [spec], transports={CONNECTOR_ID: httpx.ASGITransport(app=simulator)}
+    )
+    try:
+        yield Wired(runtime, wms, simulator, harness)
+    finally:
+        await to_stockgraph.aclose()
+        await runtime.close()
+
+
+async def test_a_full_sync_brings_the_wms_state_into_the_projection(wired: Wired) -> None:
+    report = await wired.runtime.sync.full_sync(wired.instance)
+    assert report.exceptions == 0
+    assert await wired.projection() == wired.truth()
+
+
+async def test_a_batch_lookup_is_one_call_for_up_to_max_batch_skus(wired: Wired) -> None:
+    gate = wired.simulator.state.gate
+    before = gate.served
+    levels = await wired.instance.connector.fetch_levels(list(SKUS))
+    assert gate.served - before == 1
+    assert {lv.wms_sku for lv in levels} == set(SKUS)
+
+
+async def test_warehouse_activity_reaches_the_projection(wired: Wired) -> None:
+    await wired.runtime.sync.full_sync(wired.instance)
+    for _ in range(40):
+        await wired.wms.activity()
+    await wired.runtime.ingestion.apply_pending()
+    await wired.compare()
+
+
+async def test_duplicated_and_reordered_deliveries_converge(wired: Wired) -> None:
+    await wired.runtime.sync.full_sync(wired.instance)
+    wired.wms.faults.update({"duplicate_rate": 0.5, "reorder_rate": 0.3})
+    for _ in range(60):
+        await wired.wms.activity()
+    wired.wms.faults.update({"duplicate_rate": 0, "reorder_rate": 0})
+    await wired.wms.receive("W-0001", "MAIN", 12)  # flushes anything held back
+    await wired.runtime.ingestion.apply_pending()
+    await wired.compare()
+
+
+async def test_a_case_pack_in_odd_eaches_is_an_exception_not_a_guess(wired: Wired) -> None:
+    if not wired.harness.case_packs:
+        pytest.skip(f"the {wired.harness.name} WMS reports every SKU in eaches")
+    await wired.runtime.sync.full_sync(wired.instance)
+    await wired.wms.receive(CASE_SKU, "MAIN", 24)
+    await wired.runtime.ingestion.apply_pending()
+    assert (await wired.projection())[SKUS[CASE_SKU]] == 60
+    await wired.wms.adjust(CASE_SKU, "MAIN", -1)
+    await wired.runtime.ingestion.apply_pending()
+    assert (await wired.projection())[SKUS[CASE_SKU]] == 60
+    async with wired.runtime.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT code, reason, raw FROM sync_exceptions"))).all()
+    assert [r.code for r in rows] == ["NOT_WHOLE_BASE_UNITS"]
+    assert CASE_SKU in rows[0].reason and CASE_SKU in rows[0].raw
+
+
+async def test_garbled_pushes_become_exceptions_and_lose_nothing_else(wired: Wired) -> None:
+    await wired.runtime.sync.full_sync(wired.instance)
+    wired.wms.faults.update({"malformed_rate": 1.0})
+    await wired.wms.receive("W-0002", "MAIN", 5)
+    wired.wms.faults.update({"malformed_rate": 0})
+    await wired.wms.receive("W-0004", "MAIN", 7)
+    await wired.runtime.ingestion.apply_pending()
+    async with wired.runtime.engine.connect() as conn:
+        codes = [r[0] for r in await conn.execute(text("SELECT code FROM sync_exceptions"))]
+    assert codes == ["MALFORMED"]
+    projection = await wired.projection()
+    assert projection["SKU-00004"] == wired.truth()["SKU-00004"]
