@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-from stockgraph.domain.ids import Sku, TenantId, WarehouseId
-from stockgraph.domain.quantities import StockQuantities
+from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
+from stockgraph.domain.quantities import StockDelta, StockQuantities
 from stockgraph.domain.units import UnitOfMeasure
 
 
@@ -121,3 +121,17 @@ class InitialStock:
     warehouse_id: WarehouseId
     sku: Sku
     quantities: StockQuantities
+
+
+@dataclass(frozen=True, slots=True)
+class StockMovement:
+    """One ledger row: how a level changed, why, and on whose word."""
+
+    level: StockLevel
+    delta: StockDelta
+    cause: MovementCause
+    correlation_id: CorrelationId
+    actor: str
+    occurred_at: datetime
+    reason: str | None = None
+    reference: str | None = None

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
-from stockgraph.domain.model import MovementCause, StockLevel
-from stockgraph.domain.quantities import QUANTITY_NAMES, StockDelta, StockQuantities
+from stockgraph.domain.model import StockLevel, StockMovement
+from stockgraph.domain.quantities import QUANTITY_NAMES, StockQuantities
 from stockgraph.persistence.models import (
     AuditEventRow,
     ConnectorStateRow,
@@ -85,11 +85,14 @@ class SqlUnitOfWork:
         )
         return {Sku(r[0]) for r in rows}
 
-    async def level_for_update(
-        self, tenant_id: TenantId, warehouse_id: WarehouseId, sku: Sku
-    ) -> tuple[StockLevel, int] | None:
-        """The current level and its version, locked until the transaction ends."""
+    async def levels_for_update(
+        self, tenant_id: TenantId, warehouse_id: WarehouseId, skus: Sequence[Sku]
+    ) -> dict[Sku, tuple[StockLevel, int]]:
+        """The current levels and versions of ``skus``, locked until the transaction ends."""
+        if not skus:
+            return {}
         query = select(
+            _levels.c.sku,
             *(_levels.c[n] for n in QUANTITY_NAMES),
             _levels.c.as_of,
             _levels.c.source_sequence,
@@ -97,79 +100,110 @@ class SqlUnitOfWork:
         ).where(
             _levels.c.tenant_id == tenant_id,
             _levels.c.warehouse_id == warehouse_id,
-            _levels.c.sku == sku,
+            _levels.c.sku.in_(list(skus)),
         )
         if self._c.dialect.name == "postgresql":
             query = query.with_for_update()
-        row = (await self._c.execute(query)).first()
-        if row is None:
-            return None
-        level = StockLevel(
-            tenant_id=tenant_id,
-            warehouse_id=warehouse_id,
-            sku=sku,
-            quantities=StockQuantities(*row[:8]),
-            as_of=row[8],
-            source_sequence=row[9],
-        )
-        return level, int(row[10])
+        found: dict[Sku, tuple[StockLevel, int]] = {}
+        for row in await self._c.execute(query):
+            sku = Sku(row[0])
+            found[sku] = (
+                StockLevel(
+                    tenant_id=tenant_id,
+                    warehouse_id=warehouse_id,
+                    sku=sku,
+                    quantities=StockQuantities(*row[1:9]),
+                    as_of=row[9],
+                    source_sequence=row[10],
+                ),
+                int(row[11]),
+            )
+        return found
 
-    async def save_level(self, level: StockLevel, *, version: int | None) -> None:
-        """Write ``level``; ``version`` is the one read (None: the row is new)."""
-        values: dict[str, Any] = dict(zip(QUANTITY_NAMES, level.quantities.as_tuple(), strict=True))
+    async def save_levels(self, levels: Sequence[tuple[StockLevel, int | None]]) -> None:
+        """Write levels, each with the version read (None: the row is new), in bulk.
+
+        An update whose row moved on since it was read fails the whole transaction.
+        """
         now = datetime.now(UTC)
-        values.update(as_of=level.as_of, source_sequence=level.source_sequence, updated_at=now)
-        if version is None:
-            await self._c.execute(
-                insert(_levels).values(
-                    tenant_id=level.tenant_id,
-                    warehouse_id=level.warehouse_id,
-                    sku=level.sku,
-                    version=1,
-                    **values,
-                )
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for level, version in levels:
+            values: dict[str, Any] = dict(
+                zip(QUANTITY_NAMES, level.quantities.as_tuple(), strict=True)
             )
-            return
-        result = await self._c.execute(
-            update(_levels)
-            .where(
-                _levels.c.tenant_id == level.tenant_id,
-                _levels.c.warehouse_id == level.warehouse_id,
-                _levels.c.sku == level.sku,
-                _levels.c.version == version,
-            )
-            .values(version=version + 1, **values)
-        )
-        if result.rowcount != 1:
-            raise RuntimeError("the level changed under this transaction")
-
-    async def add_movement(
-        self,
-        *,
-        level: StockLevel,
-        delta: StockDelta,
-        cause: MovementCause,
-        correlation_id: CorrelationId,
-        actor: str,
-        occurred_at: datetime,
-        reason: str | None = None,
-        reference: str | None = None,
-    ) -> None:
-        await self._c.execute(
-            insert(_moves).values(
+            values.update(
                 tenant_id=level.tenant_id,
                 warehouse_id=level.warehouse_id,
                 sku=level.sku,
-                occurred_at=occurred_at,
-                recorded_at=datetime.now(UTC),
-                **{f"d_{n}": v for n, v in zip(QUANTITY_NAMES, delta.as_tuple(), strict=True)},
-                cause=cause.value,
-                reason=reason,
-                correlation_id=correlation_id,
-                actor=actor,
-                reference=reference,
+                as_of=level.as_of,
                 source_sequence=level.source_sequence,
+                updated_at=now,
             )
+            if version is None:
+                inserts.append({**values, "version": 1})
+            else:
+                updates.append({**values, "read_version": version, "new_version": version + 1})
+        if inserts:
+            await self._c.execute(insert(_levels), inserts)
+        if updates:
+            statement = (
+                update(_levels)
+                .where(
+                    _levels.c.tenant_id == bindparam("b_tenant"),
+                    _levels.c.warehouse_id == bindparam("b_warehouse"),
+                    _levels.c.sku == bindparam("b_sku"),
+                    _levels.c.version == bindparam("read_version"),
+                )
+                .values(
+                    {
+                        **{n: bindparam(n) for n in QUANTITY_NAMES},
+                        "as_of": bindparam("as_of"),
+                        "source_sequence": bindparam("source_sequence"),
+                        "updated_at": bindparam("updated_at"),
+                        "version": bindparam("new_version"),
+                    }
+                )
+            )
+            params = [
+                {
+                    **{k: v for k, v in u.items() if k not in ("tenant_id", "warehouse_id", "sku")},
+                    "b_tenant": u["tenant_id"],
+                    "b_warehouse": u["warehouse_id"],
+                    "b_sku": u["sku"],
+                }
+                for u in updates
+            ]
+            result = await self._c.execute(statement, params)
+            if result.rowcount not in (-1, len(params)):
+                raise RuntimeError("a level changed under this transaction")
+
+    async def add_movements(self, movements: Sequence[StockMovement]) -> None:
+        """Append ledger rows, in one statement."""
+        if not movements:
+            return
+        recorded = datetime.now(UTC)
+        await self._c.execute(
+            insert(_moves),
+            [
+                {
+                    "tenant_id": m.level.tenant_id,
+                    "warehouse_id": m.level.warehouse_id,
+                    "sku": m.level.sku,
+                    "occurred_at": m.occurred_at,
+                    "recorded_at": recorded,
+                    **{
+                        f"d_{n}": v for n, v in zip(QUANTITY_NAMES, m.delta.as_tuple(), strict=True)
+                    },
+                    "cause": m.cause.value,
+                    "reason": m.reason,
+                    "correlation_id": m.correlation_id,
+                    "actor": m.actor,
+                    "reference": m.reference,
+                    "source_sequence": m.level.source_sequence,
+                }
+                for m in movements
+            ],
         )
 
     async def add_audit(

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from enum import Enum
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -33,7 +33,7 @@ from stockgraph.connectors.signing import verify
 from stockgraph.domain.errors import DomainError
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping, MappedLevel, Unmappable
-from stockgraph.domain.model import MovementCause, StockLevel
+from stockgraph.domain.model import MovementCause, StockLevel, StockMovement
 from stockgraph.domain.quantities import StockQuantities, with_physical
 
 log = logging.getLogger("stockgraph.ingestion")
@@ -102,22 +102,11 @@ class UnitOfWork(Protocol):
     ) -> None: ...
     async def commit(self) -> None: ...
     async def known_skus(self, tenant_id: TenantId, skus: Sequence[Sku]) -> set[Sku]: ...
-    async def level_for_update(
-        self, tenant_id: TenantId, warehouse_id: WarehouseId, sku: Sku
-    ) -> tuple[StockLevel, int] | None: ...
-    async def save_level(self, level: StockLevel, *, version: int | None) -> None: ...
-    async def add_movement(
-        self,
-        *,
-        level: StockLevel,
-        delta: Any,
-        cause: MovementCause,
-        correlation_id: CorrelationId,
-        actor: str,
-        occurred_at: datetime,
-        reason: str | None = None,
-        reference: str | None = None,
-    ) -> None: ...
+    async def levels_for_update(
+        self, tenant_id: TenantId, warehouse_id: WarehouseId, skus: Sequence[Sku]
+    ) -> dict[Sku, tuple[StockLevel, int]]: ...
+    async def save_levels(self, levels: Sequence[tuple[StockLevel, int | None]]) -> None: ...
+    async def add_movements(self, movements: Sequence[StockMovement]) -> None: ...
     async def add_audit(
         self,
         *,
@@ -287,28 +276,96 @@ class IngestionService:
             else:
                 mapped.append((level, result))
         known = await uow.known_skus(instance.tenant_id, [m.sku for _, m in mapped])
-        applied = 0
+        wanted: list[tuple[WmsLevel, MappedLevel]] = []
         for raw, ours in mapped:
-            if ours.sku not in known:
+            if ours.sku in known:
+                wanted.append((raw, ours))
+            else:
                 reason = f"WMS SKU {raw.wms_sku!r} maps to {ours.sku}, which is not an item"
                 await self._exception(uow, instance, event, "UNKNOWN_SKU", reason, raw)
                 report.exceptions += 1
-                continue
+        held = await uow.levels_for_update(
+            instance.tenant_id, instance.warehouse_id, [ours.sku for _, ours in wanted]
+        )
+        state = {sku: level for sku, (level, _version) in held.items()}
+        writes: dict[Sku, tuple[StockLevel, int | None]] = {}
+        movements: list[StockMovement] = []
+        actor = f"wms:{instance.connector_id}"
+        occurred = event.occurred_at.astimezone(UTC)
+        for raw, ours in wanted:
             sequence = raw.sequence if raw.sequence is not None else event.sequence
-            outcome = await self._apply_level(
-                uow, instance, event, ours, sequence, cause, correlation
+            current = state.get(ours.sku)
+            held_sequence = current.source_sequence if current is not None else None
+            if held_sequence is not None and held_sequence >= sequence:
+                report.stale += 1
+                continue
+            try:
+                quantities, shortfall = with_physical(
+                    current.quantities if current else None,
+                    on_hand=ours.on_hand,
+                    damaged=ours.damaged,
+                    quality_control=ours.quality_control,
+                    incoming=ours.incoming,
+                )
+            except DomainError as exc:
+                await self._exception(uow, instance, event, exc.code, str(exc), raw)
+                report.exceptions += 1
+                continue
+            new_level = StockLevel(
+                tenant_id=instance.tenant_id,
+                warehouse_id=instance.warehouse_id,
+                sku=ours.sku,
+                quantities=quantities,
+                as_of=occurred,
+                source_sequence=sequence,
             )
-            if outcome == "applied":
-                applied += 1
-            setattr(report, outcome, getattr(report, outcome) + 1)
-        if applied:
+            before = current.quantities if current else StockQuantities.ZERO
+            state[ours.sku] = new_level
+            read = held.get(ours.sku)
+            writes[ours.sku] = (new_level, read[1] if read else None)
+            delta = before.delta_to(quantities)
+            if delta.is_zero():
+                report.unchanged += 1
+                continue
+            report.applied += 1
+            movements.append(
+                StockMovement(
+                    level=new_level,
+                    delta=delta,
+                    cause=cause,
+                    correlation_id=correlation,
+                    actor=actor,
+                    occurred_at=occurred,
+                    reason=_CAUSE_REASON.get(event.kind),
+                    reference=f"wms://{instance.connector_id}/events/{event.event_id}",
+                )
+            )
+            if shortfall:
+                await uow.add_audit(
+                    tenant_id=instance.tenant_id,
+                    kind="OVERCOMMITTED",
+                    actor=actor,
+                    correlation_id=correlation,
+                    message=(
+                        f"{ours.sku} at {instance.warehouse_code}: the WMS holds {shortfall} "
+                        "less than is committed and reserved"
+                    ),
+                    detail={"shortfall": shortfall, "event_id": event.event_id},
+                    sku=ours.sku,
+                    warehouse_id=instance.warehouse_id,
+                )
+        await uow.save_levels(list(writes.values()))
+        await uow.add_movements(movements)
+        if movements:
             report.tenants.add(instance.tenant_id)
             await uow.add_audit(
                 tenant_id=instance.tenant_id,
                 kind="STOCK_SYNCED",
-                actor=f"wms:{instance.connector_id}",
+                actor=actor,
                 correlation_id=correlation,
-                message=f"{event.kind.value} {event.event_id} applied to {applied} level(s)",
+                message=(
+                    f"{event.kind.value} {event.event_id} applied to {len(movements)} level(s)"
+                ),
                 detail={
                     "connector_id": instance.connector_id,
                     "event_id": event.event_id,
@@ -318,71 +375,6 @@ class IngestionService:
                 },
                 warehouse_id=instance.warehouse_id,
             )
-
-    async def _apply_level(
-        self,
-        uow: UnitOfWork,
-        instance: ConnectorInstance,
-        event: WmsEvent,
-        level: MappedLevel,
-        sequence: int,
-        cause: MovementCause,
-        correlation: CorrelationId,
-    ) -> str:
-        found = await uow.level_for_update(instance.tenant_id, instance.warehouse_id, level.sku)
-        current, version = found if found else (None, None)
-        held = current.source_sequence if current is not None else None
-        if held is not None and held >= sequence:
-            return "stale"
-        try:
-            quantities, shortfall = with_physical(
-                current.quantities if current else None,
-                on_hand=level.on_hand,
-                damaged=level.damaged,
-                quality_control=level.quality_control,
-                incoming=level.incoming,
-            )
-        except DomainError as exc:
-            await self._exception(uow, instance, event, exc.code, str(exc), None)
-            return "exceptions"
-        before = current.quantities if current else StockQuantities.ZERO
-        new_level = StockLevel(
-            tenant_id=instance.tenant_id,
-            warehouse_id=instance.warehouse_id,
-            sku=level.sku,
-            quantities=quantities,
-            as_of=event.occurred_at.astimezone(UTC),
-            source_sequence=sequence,
-        )
-        await uow.save_level(new_level, version=version)
-        delta = before.delta_to(quantities)
-        if delta.is_zero():
-            return "unchanged"
-        await uow.add_movement(
-            level=new_level,
-            delta=delta,
-            cause=cause,
-            correlation_id=correlation,
-            actor=f"wms:{instance.connector_id}",
-            occurred_at=event.occurred_at.astimezone(UTC),
-            reason=_CAUSE_REASON.get(event.kind),
-            reference=f"wms://{instance.connector_id}/events/{event.event_id}",
-        )
-        if shortfall:
-            await uow.add_audit(
-                tenant_id=instance.tenant_id,
-                kind="OVERCOMMITTED",
-                actor=f"wms:{instance.connector_id}",
-                correlation_id=correlation,
-                message=(
-                    f"{level.sku} at {instance.warehouse_code}: the WMS holds {shortfall} less "
-                    "than is committed and reserved"
-                ),
-                detail={"shortfall": shortfall, "event_id": event.event_id},
-                sku=level.sku,
-                warehouse_id=instance.warehouse_id,
-            )
-        return "applied"
 
     async def _exception(
         self,
