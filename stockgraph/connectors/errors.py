@@ -38,11 +38,23 @@ class FatalError(ConnectorError):
 
 
 class MalformedPayload(FatalError):
-    """A body we cannot parse or that breaks the dialect's format; ``raw`` keeps it."""
+    """A body we cannot parse or that breaks the dialect's format; ``raw`` keeps it.
 
-    def __init__(self, message: str, *, raw: bytes = b"", instance_id: str = "") -> None:
+    A polled dialect sets ``resume_after`` to the position just past the broken document,
+    so that the sync can record it and move on instead of stopping there for good.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: bytes = b"",
+        instance_id: str = "",
+        resume_after: str | None = None,
+    ) -> None:
         super().__init__(message, instance_id=instance_id)
         self.raw = raw
+        self.resume_after = resume_after
 
 
 class CircuitOpen(ConnectorError):

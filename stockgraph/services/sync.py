@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from stockgraph.connectors.base import EventKind, WmsEvent
-from stockgraph.connectors.errors import ConnectorError
+from stockgraph.connectors.errors import ConnectorError, MalformedPayload
 from stockgraph.domain.model import MovementCause
 from stockgraph.services.ingestion import (
     ApplyReport,
@@ -94,7 +94,14 @@ class SyncService:
         """Apply events since the saved cursor; the cursor moves after they commit."""
         report = ApplyReport()
         cursor, _synced = await self._states.get(instance.connector_id)
-        events, next_cursor = await instance.connector.poll_events(cursor)
+        try:
+            events, next_cursor = await instance.connector.poll_events(cursor)
+        except MalformedPayload as exc:
+            await self._quarantine(instance, exc)
+            report.exceptions += 1
+            if exc.resume_after is not None:
+                await self._states.save(instance.connector_id, cursor=exc.resume_after)
+            return report
         if events:
             async with self._uow() as uow:
                 for event in sorted(events, key=lambda e: e.sequence):
@@ -107,6 +114,19 @@ class SyncService:
         if report.applied:
             self._on_change(instance.tenant_id)
         return report
+
+    async def _quarantine(self, instance: ConnectorInstance, exc: MalformedPayload) -> None:
+        """Keep a document the WMS sent that cannot be read, with why, for an operator."""
+        async with self._uow() as uow:
+            await uow.add_exception(
+                tenant_id=instance.tenant_id,
+                connector_id=instance.connector_id,
+                event_id=exc.resume_after,
+                code="MALFORMED",
+                reason=str(exc),
+                raw=exc.raw.decode("utf-8", "replace"),
+            )
+            await uow.commit()
 
     async def sync_once(self, instance: ConnectorInstance) -> ApplyReport | None:
         """Full sync if it never happened, then a poll for polling dialects; None on failure."""
