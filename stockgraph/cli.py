@@ -9,7 +9,9 @@ import logging
 import os
 import secrets
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -18,6 +20,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from stockgraph.config import ConfigError, Settings, load_settings, load_topology
+from stockgraph.connectors import fleet
 from stockgraph.persistence.migrate import upgrade
 
 DEFAULT_DEMO_DIR = Path(".stockgraph-demo")
@@ -61,15 +64,34 @@ def _admin_settings(args: argparse.Namespace) -> Settings:
 
 async def _demo(args: argparse.Namespace) -> None:
     from stockgraph.app import Runtime, create_app
-    from stockgraph.services.demo import ACME, demo_clients, seed_demo
+    from stockgraph.services.demo import ACME, demo_clients, demo_warehouses, seed_demo
 
     data_dir = Path(args.data_dir)
     settings = _demo_settings(data_dir)
     await upgrade(settings.database_url)
     runtime = Runtime.build(settings)
-    created = await seed_demo(catalog=runtime.catalog_writer, stock=runtime.stock_store)
+    base = f"http://{args.host}:{args.port}"
+    members = _demo_fleet(base, simulate=not args.no_simulators)
+    created = await seed_demo(
+        catalog=runtime.catalog_writer,
+        stock=runtime.stock_store,
+        simulated={m.connector_id for m in members},
+    )
     for tenant in created:
         runtime.projection_changed(tenant)
+    started = time.monotonic()
+    await fleet.start(members)
+    by_id = {m.connector_id: m for m in members}
+    await runtime.connect_instances(
+        [
+            replace(spec, settings=by_id[spec.connector_id].settings)
+            for spec in demo_warehouses(ACME)
+            if spec.connector_id in by_id
+        ]
+    )
+    reports = await asyncio.gather(*(runtime.sync.full_sync(i) for i in runtime.instances.values()))
+    synced = sum(r.applied for r in reports)
+    busy = asyncio.create_task(fleet.keep_busy(members, events_per_second=args.activity))
     cred_file = data_dir / "credentials.json"
     credentials: list[dict[str, str]] = []
     if cred_file.exists():
@@ -83,12 +105,18 @@ async def _demo(args: argparse.Namespace) -> None:
     )
     token = await runtime.access.exchange(writer["client_id"], writer["client_secret"], None)
     app = create_app(settings, runtime=runtime)
-    base = f"http://{args.host}:{args.port}"
     seeded = ", ".join(f"{t}: {n} new levels" for t, n in created.items())
+    dialects = ", ".join(f"{sum(m.dialect == d for m in members)} {d}" for d in fleet.DIALECTS)
+    simulated = (
+        f"\n  WMS fleet    {len(members)} simulated instances ({dialects}), {synced} levels"
+        f" synced in {time.monotonic() - started:.1f} s; activity {args.activity}/s"
+        if members
+        else ""
+    )
     query = '{"query":"{ availability(skus: [\\"SKU-00001\\"]) { sku available onHand } }"}'
     print(
         f"""
-Stockgraph demo: {seeded}; data in {data_dir}
+Stockgraph demo: {seeded}; data in {data_dir}{simulated}
   GraphiQL     {base}/graphql   (paste the token as an "Authorization: Bearer ..." header)
   Clients      {cred_file}  (read-only, read-write and admin per tenant)
   Token        acme read-write, valid {token.expires_in // 60} minutes:
@@ -105,7 +133,35 @@ Press Ctrl-C to stop.
 """,
         flush=True,
     )
-    await _serve(app, args.host, args.port)
+    try:
+        await _serve(app, args.host, args.port)
+    finally:
+        busy.cancel()
+        await fleet.stop(members)
+
+
+def _demo_fleet(base: str, *, simulate: bool) -> list[fleet.FleetMember]:
+    """A simulated WMS behind every acme warehouse whose dialect Stockgraph speaks."""
+    from stockgraph.connectors.registry import BUILDERS
+    from stockgraph.services.demo import ACME, demo_items, demo_warehouses
+
+    if not simulate:
+        return []
+    items = demo_items(ACME)
+    skus = [item.sku for item in items]
+    cased = [item.sku for item in items if any(u.name == "case" for u in item.units)]
+    return [
+        fleet.build_member(
+            connector_id=spec.connector_id,
+            dialect=spec.dialect,
+            skus=skus,
+            cased=cased if spec.dialect == "rest" else (),
+            webhook_url=f"{base}/webhooks/wms/{spec.connector_id}",
+            seed=spec.code,
+        )
+        for spec in demo_warehouses(ACME)
+        if spec.dialect in BUILDERS
+    ]
 
 
 async def _credentials_valid(runtime: Any, credentials: list[dict[str, str]]) -> bool:
@@ -216,6 +272,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--data-dir", default=str(DEFAULT_DEMO_DIR))
+    demo.add_argument(
+        "--activity", type=float, default=4.0, help="simulated warehouse events per second"
+    )
+    demo.add_argument(
+        "--no-simulators", action="store_true", help="seed stock instead of simulating WMSs"
+    )
 
     serve = sub.add_parser("serve", help="serve the API with settings from the environment")
     serve.add_argument("--host", default="127.0.0.1")
@@ -254,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("STOCKGRAPH_LOG_LEVEL", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("httpx", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         if args.command == "demo":
             asyncio.run(_demo(args))

@@ -8,13 +8,13 @@ root. Dialect modules are imported only when an instance of theirs is built.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from stockgraph.connectors.base import Connector, DialectSpec
+from stockgraph.connectors.base import Connector, DialectSpec, RatePolicy
 from stockgraph.connectors.runtime import InstanceRuntime
 
 
@@ -28,61 +28,95 @@ class BuiltConnector:
     webhook_secrets: tuple[str, ...]
 
 
-Builder = Callable[[str, Mapping[str, Any], httpx.AsyncBaseTransport | None], BuiltConnector]
+Builder = Callable[
+    [str, Mapping[str, Any], httpx.AsyncBaseTransport | None, RatePolicy | None], BuiltConnector
+]
 
 
-def _validated(model: type[BaseModel], settings: Mapping[str, Any], connector_id: str) -> Any:
+def _validated(model: type[BaseModel], settings: Mapping[str, Any]) -> Any:
     try:
         return model.model_validate(dict(settings))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConnectorConfigError(f"{connector_id}: connection settings: {problems}") from None
+        raise ConnectorConfigError(f"connection settings: {problems}") from None
 
 
 def _secrets(config: Any) -> tuple[str, ...]:
     return tuple(s.get_secret_value() for s in getattr(config, "webhook_secrets", ()) or ())
 
 
+def _tuned(spec: DialectSpec, limit: RatePolicy | None) -> DialectSpec:
+    """``spec`` with the limit a configured instance's plan gives (same kind, other figures)."""
+    if limit is None:
+        return spec
+    if limit.kind != spec.rate.kind:
+        raise ConnectorConfigError(
+            f"the {spec.name} dialect is limited by {spec.rate.kind}, not {limit.kind}"
+        )
+    return replace(spec, rate=limit)
+
+
+def _runtime(
+    connector_id: str, base_url: str, spec: DialectSpec, transport: httpx.AsyncBaseTransport | None
+) -> InstanceRuntime:
+    return InstanceRuntime(
+        instance_id=connector_id, base_url=base_url, spec=spec, transport=transport
+    )
+
+
 def _rest(
-    connector_id: str, settings: Mapping[str, Any], transport: httpx.AsyncBaseTransport | None
+    connector_id: str,
+    settings: Mapping[str, Any],
+    transport: httpx.AsyncBaseTransport | None,
+    limit: RatePolicy | None,
 ) -> BuiltConnector:
     from stockgraph.connectors.rest.client import RestConnector
     from stockgraph.connectors.rest.spec import SPEC, RestConfig
 
-    config = _validated(RestConfig, settings, connector_id)
-    runtime = InstanceRuntime(
-        instance_id=connector_id, base_url=str(config.base_url), spec=SPEC, transport=transport
+    config = _validated(RestConfig, settings)
+    spec = _tuned(SPEC, limit)
+    connector = RestConnector(
+        config=config, runtime=_runtime(connector_id, str(config.base_url), spec, transport)
     )
-    return BuiltConnector(RestConnector(config=config, runtime=runtime), _secrets(config))
+    return BuiltConnector(connector, _secrets(config))
 
 
 def _graphql(
-    connector_id: str, settings: Mapping[str, Any], transport: httpx.AsyncBaseTransport | None
+    connector_id: str,
+    settings: Mapping[str, Any],
+    transport: httpx.AsyncBaseTransport | None,
+    limit: RatePolicy | None,
 ) -> BuiltConnector:
     from stockgraph.connectors.graphql.client import GraphqlConnector
     from stockgraph.connectors.graphql.spec import SPEC, GraphqlConfig
 
-    config = _validated(GraphqlConfig, settings, connector_id)
-    runtime = InstanceRuntime(
-        instance_id=connector_id, base_url=str(config.endpoint), spec=SPEC, transport=transport
+    config = _validated(GraphqlConfig, settings)
+    spec = _tuned(SPEC, limit)
+    connector = GraphqlConnector(
+        config=config, runtime=_runtime(connector_id, str(config.endpoint), spec, transport)
     )
-    return BuiltConnector(GraphqlConnector(config=config, runtime=runtime), _secrets(config))
+    return BuiltConnector(connector, _secrets(config))
 
 
-BUILDERS: dict[str, Builder] = {"rest": _rest, "graphql": _graphql}
+def _x12(
+    connector_id: str,
+    settings: Mapping[str, Any],
+    transport: httpx.AsyncBaseTransport | None,
+    limit: RatePolicy | None,
+) -> BuiltConnector:
+    from stockgraph.connectors.x12.client import X12Connector
+    from stockgraph.connectors.x12.spec import SPEC, X12Config
+
+    config = _validated(X12Config, settings)
+    spec = _tuned(SPEC, limit)
+    connector = X12Connector(
+        config=config, runtime=_runtime(connector_id, str(config.mailbox_url), spec, transport)
+    )
+    connector.spec = spec
+    return BuiltConnector(connector, ())
 
 
-def dialect_spec(dialect: str) -> DialectSpec:
-    """The spec a dialect declares (importing its module)."""
-    if dialect == "rest":
-        from stockgraph.connectors.rest.spec import SPEC as rest_spec
-
-        return rest_spec
-    if dialect == "graphql":
-        from stockgraph.connectors.graphql.spec import SPEC as graphql_spec
-
-        return graphql_spec
-    raise ConnectorConfigError(f"unknown dialect {dialect!r}")
+BUILDERS: dict[str, Builder] = {"rest": _rest, "graphql": _graphql, "x12": _x12}
 
 
 def build_connector(
@@ -92,9 +126,50 @@ def build_connector(
     settings: Mapping[str, Any],
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> BuiltConnector:
-    """A connector for one instance; ``transport`` is the test seam (an ASGI simulator)."""
+    """A connector for one instance; ``transport`` is the test seam (an ASGI simulator).
+
+    Two optional settings tune the budget to the instance's plan where it differs from the
+    dialect's default: ``rate_limit = {rate = ..., burst = ...}`` (requests or credits per
+    second and the bucket size, in the dialect's own kind of limit) and, for polled
+    dialects, ``poll_interval_seconds``.
+    """
     builder = BUILDERS.get(dialect)
     if builder is None:
         known = ", ".join(sorted(BUILDERS))
         raise ConnectorConfigError(f"{connector_id}: unknown dialect {dialect!r} (known: {known})")
-    return builder(connector_id, settings, transport)
+    settings = dict(settings)
+    try:
+        limit = _limit(
+            dialect, settings.pop("rate_limit", None), settings.pop("poll_interval_seconds", None)
+        )
+        return builder(connector_id, settings, transport, limit)
+    except ConnectorConfigError as exc:
+        raise ConnectorConfigError(f"{connector_id}: {exc}") from None
+
+
+def _number(value: Any, key: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConnectorConfigError(f"{key}: expected a number > 0, got {value!r}")
+    return float(value)
+
+
+def _limit(dialect: str, rate_limit: Any, interval: Any) -> RatePolicy | None:
+    kinds = {"rest": "requests_per_second", "graphql": "credits", "x12": "polling_interval"}
+    kind = kinds[dialect]
+    if interval is not None:
+        if kind != "polling_interval":
+            raise ConnectorConfigError(
+                f"poll_interval_seconds: the {dialect} dialect is not polled"
+            )
+        return RatePolicy(
+            kind="polling_interval", rate=1.0 / _number(interval, "poll_interval_seconds"), burst=1
+        )
+    if rate_limit is None:
+        return None
+    if not isinstance(rate_limit, Mapping) or set(rate_limit) - {"rate", "burst"}:
+        raise ConnectorConfigError("rate_limit: expected a table of rate and burst")
+    return RatePolicy(
+        kind=kind,  # type: ignore[arg-type]
+        rate=_number(rate_limit.get("rate"), "rate_limit.rate"),
+        burst=_number(rate_limit.get("burst"), "rate_limit.burst"),
+    )

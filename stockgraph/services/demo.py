@@ -9,7 +9,7 @@ SKUs of its own.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from stockgraph.auth.scopes import Scope, format_scopes
@@ -160,15 +160,22 @@ def demo_stock(
     return entries
 
 
-async def seed_demo(*, catalog: CatalogWriter, stock: StockWriter) -> dict[TenantId, int]:
-    """Create the demo world where it is missing; returns stock levels created per tenant."""
+async def seed_demo(
+    *, catalog: CatalogWriter, stock: StockWriter, simulated: Collection[str] = ()
+) -> dict[TenantId, int]:
+    """Create the demo world where it is missing; returns stock levels created per tenant.
+
+    Warehouses whose connector id is in ``simulated`` get no seeded stock: theirs comes
+    from their simulated WMS.
+    """
     created: dict[TenantId, int] = {}
     for tenant in DEMO_TENANTS:
         await catalog.upsert_tenant(tenant.tenant_id, tenant.name)
         ids = await catalog.upsert_warehouses(demo_warehouses(tenant))
         items = demo_items(tenant)
         await catalog.upsert_items(items)
-        entries = demo_stock(tenant, sorted(ids.values()), items)
+        seeded = sorted(wid for cid, wid in ids.items() if cid not in simulated)
+        entries = demo_stock(tenant, seeded, items)
         created[tenant.tenant_id] = await stock.load_initial(
             tenant.tenant_id,
             entries,
