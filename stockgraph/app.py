@@ -60,6 +60,7 @@ from stockgraph.services.ingestion import (
     UnknownConnector,
 )
 from stockgraph.services.inventory import InventoryService
+from stockgraph.services.live import LiveReads
 from stockgraph.services.sync import SyncService
 
 log = logging.getLogger("stockgraph")
@@ -147,6 +148,7 @@ class Runtime:
     response_cache: ResponseCache | None
     ingestion: IngestionService
     sync: SyncService
+    live: LiveReads
     instances: dict[str, ConnectorInstance] = field(default_factory=dict)
     redis: Redis | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -175,6 +177,13 @@ class Runtime:
             unit_of_work=unit_of_work,
             on_change=versions.bump,
         )
+        live = LiveReads(
+            instances=lambda: list(instances.values()),
+            ingestion=ingestion,
+            unit_of_work=unit_of_work,
+            stock=stock,
+            on_change=versions.bump,
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -189,6 +198,7 @@ class Runtime:
             versions=versions,
             ingestion=ingestion,
             sync=sync,
+            live=live,
             instances=instances,
             response_cache=(
                 ResponseCache(
@@ -356,7 +366,7 @@ def create_app(
     view = GraphQLView(
         schema,
         authenticate=rt.authenticate,
-        services=Services(catalog=rt.catalog, inventory=rt.inventory),
+        services=Services(catalog=rt.catalog, inventory=rt.inventory, live=rt.live),
         limits=Limits(max_list_size=settings.max_list_size, max_page_size=settings.max_page_size),
         graphiql=settings.graphiql,
         cache=rt.response_cache,

@@ -72,6 +72,14 @@ class InstanceMapping:
     locations: Mapping[str, str] = field(default_factory=dict)
     default_location: str | None = None
     statuses: Mapping[str, str] = field(default_factory=dict)
+    _codes: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_codes", {ours: wms for wms, ours in self.skus.items()})
+
+    def wms_code(self, sku: str) -> str:
+        """The WMS's code for our ``sku`` (the SKU itself where codes are shared)."""
+        return self._codes.get(sku, sku)
 
     def sku(self, wms_sku: str) -> Sku | Unmappable:
         found = self.skus.get(wms_sku)

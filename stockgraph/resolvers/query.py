@@ -162,6 +162,7 @@ class Query:
             warehouse_ids=ids,
             max_age_seconds=max_age,
             as_of=as_of,
+            live=info.context.live() if max_age is not None and as_of is None else None,
         )
         views: dict[WarehouseId, Warehouse] = {}
         levels: list[InventoryLevel] = []

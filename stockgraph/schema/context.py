@@ -12,11 +12,12 @@ from aiodataloader import DataLoader
 
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
-from stockgraph.domain.ids import WarehouseId
-from stockgraph.domain.model import Item, Warehouse
+from stockgraph.domain.ids import Sku, WarehouseId
+from stockgraph.domain.model import Item, StockLevel, Warehouse
 from stockgraph.schema.errors import BadUserInput, Forbidden
 from stockgraph.services.catalog import CatalogService
 from stockgraph.services.inventory import InventoryService
+from stockgraph.services.live import LiveReads
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class Services:
 
     catalog: CatalogService
     inventory: InventoryService
+    live: LiveReads | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ class Context:
     """Cleared when the answer must not be kept by the response cache (it has errors)."""
     _warehouses: asyncio.Future[TenantWarehouses] | None = None
     _item_loader: DataLoader[str, Item | None] | None = None
+    _live_loader: DataLoader[tuple[WarehouseId, Sku], StockLevel | None] | None = None
 
     def require(self, scope: Scope) -> None:
         if not self.principal.can(scope):
@@ -102,6 +105,14 @@ class Context:
 
             self._item_loader = DataLoader(load, max_batch_size=self.limits.max_list_size)
         return self._item_loader
+
+    def live(self) -> DataLoader[tuple[WarehouseId, Sku], StockLevel | None] | None:
+        """Live WMS reads for this request, batched per instance; None without connectors."""
+        if self.services.live is None:
+            return None
+        if self._live_loader is None:
+            self._live_loader = self.services.live.loader(self.principal.tenant_id)
+        return self._live_loader
 
     def warn(self, code: str, message: str, **detail: Any) -> None:
         """A non-fatal remark returned in ``extensions.warnings``."""

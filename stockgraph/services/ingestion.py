@@ -292,11 +292,16 @@ class IngestionService:
         movements: list[StockMovement] = []
         actor = f"wms:{instance.connector_id}"
         occurred = event.occurred_at.astimezone(UTC)
+        # A snapshot is the WMS's state as of its sequence: at an equal sequence it still
+        # wins, since a difference there is stock that changed without any event (drift).
+        snapshot = event.kind is EventKind.SNAPSHOT
         for raw, ours in wanted:
             sequence = raw.sequence if raw.sequence is not None else event.sequence
             current = state.get(ours.sku)
             held_sequence = current.source_sequence if current is not None else None
-            if held_sequence is not None and held_sequence >= sequence:
+            if held_sequence is not None and (
+                held_sequence > sequence or (held_sequence == sequence and not snapshot)
+            ):
                 report.stale += 1
                 continue
             try:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from aiodataloader import DataLoader
+
 from stockgraph.domain.availability import SkuAvailability, WarehouseStock, aggregate_availability
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import GeoPoint, StockLevel, Warehouse
@@ -48,12 +50,14 @@ class InventoryService:
         max_age_seconds: int | None = None,
         as_of: datetime | None = None,
         now: datetime | None = None,
+        live: DataLoader[tuple[WarehouseId, Sku], StockLevel | None] | None = None,
     ) -> list[LevelAnswer]:
         """Levels of the SKUs named by ``codes`` (SKUs or aliases) in the tenant's warehouses.
 
         With ``as_of`` the ledger is folded up to that instant (``source`` LEDGER).
-        Otherwise the projection answers; a level older than ``max_age_seconds`` is
-        marked stale (live reads through connectors replace it once they exist).
+        Otherwise the projection answers. Levels older than ``max_age_seconds`` are read
+        from their WMS through ``live`` (a per-request loader, see
+        :mod:`stockgraph.services.live`); those it cannot refresh are marked stale.
         """
         if max_age_seconds is not None and max_age_seconds < 0:
             raise ValueError("maxAge must be zero or more seconds")
@@ -67,10 +71,16 @@ class InventoryService:
         if max_age_seconds is None:
             return [LevelAnswer(level, False) for level in rows]
         moment = now or datetime.now(UTC)
-        return [
-            LevelAnswer(level, (moment - level.as_of).total_seconds() > max_age_seconds)
-            for level in rows
-        ]
+
+        def too_old(level: StockLevel) -> bool:
+            return (moment - level.as_of).total_seconds() > max_age_seconds
+
+        if live is not None:
+            old = [(level.warehouse_id, level.sku) for level in rows if too_old(level)]
+            if old:
+                fresh = dict(zip(old, await live.load_many(old), strict=True))
+                rows = [fresh.get((lv.warehouse_id, lv.sku)) or lv for lv in rows]
+        return [LevelAnswer(level, too_old(level)) for level in rows]
 
     async def availability(
         self,

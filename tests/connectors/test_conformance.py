@@ -267,3 +267,64 @@ async def test_garbled_messages_become_exceptions_and_lose_nothing_else(wired: W
     assert codes == ["MALFORMED"]
     projection = await wired.projection()
     assert projection["SKU-00004"] == wired.truth()["SKU-00004"]
+
+
+async def _graphql(wired: Wired, query: str) -> dict[str, Any]:
+    from stockgraph.auth.principal import Principal
+    from stockgraph.auth.scopes import Scope
+
+    token = wired.runtime.tokens.issue(
+        Principal(TenantId("acme"), "live-test", frozenset(Scope))
+    ).access_token
+    app = create_app(wired.runtime.settings, runtime=wired.runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://stockgraph"
+    ) as client:
+        response = await client.post(
+            "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}"}
+        )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _upstream_calls(wired: Wired) -> int:
+    return int(wired.instance.connector._runtime.stats().calls)
+
+
+async def test_max_age_reads_the_wms_live_in_one_call_and_writes_it_back(wired: Wired) -> None:
+    await wired.runtime.sync.full_sync(wired.instance)
+    for (sku, location), cell in list(wired.wms.cells.items())[:10]:
+        if sku != CASE_SKU:
+            wired.wms.drift(sku, location, -1 if cell.on_hand else 3)  # no event at all
+    skus = ", ".join(f'"{s}"' for s in SKUS.values())
+    before = _upstream_calls(wired)
+    body = await _graphql(
+        wired,
+        f"{{ a: inventoryLevels(skus: [{skus}], maxAge: 0) {{ sku onHand source stale }}"
+        f"   b: inventoryLevels(skus: [{skus}], maxAge: 0) {{ sku }} }}",
+    )
+    assert "errors" not in body
+    assert _upstream_calls(wired) - before == 1
+    mine = {lv["sku"]: lv for lv in body["data"]["a"] if lv["source"] == "LIVE"}
+    assert len(mine) == len(SKUS)
+    truth = wired.truth()
+    assert {sku: lv["onHand"] for sku, lv in mine.items()} == truth | {
+        SKUS[CASE_SKU]: mine[SKUS[CASE_SKU]]["onHand"]
+    }
+    assert not any(lv["stale"] for lv in mine.values())
+    projection = await wired.projection()
+    assert {k: v for k, v in projection.items() if k != SKUS[CASE_SKU]} == {
+        k: v for k, v in truth.items() if k != SKUS[CASE_SKU]
+    }
+
+
+async def test_a_wms_that_cannot_answer_leaves_levels_stale_not_an_error(wired: Wired) -> None:
+    await wired.runtime.sync.full_sync(wired.instance)
+    wired.wms.faults.update({"error_rate": 1.0})
+    skus = ", ".join(f'"{s}"' for s in list(SKUS.values())[:5])
+    body = await _graphql(
+        wired, f"{{ inventoryLevels(skus: [{skus}], maxAge: 0) {{ sku source stale }} }}"
+    )
+    assert "errors" not in body
+    mine = [lv for lv in body["data"]["inventoryLevels"] if lv["source"] != "LIVE"]
+    assert mine and all(lv["stale"] for lv in mine)

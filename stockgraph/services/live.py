@@ -1,0 +1,134 @@
+"""Live reads: asking the WMS itself when the projection is older than the caller accepts.
+
+``inventoryLevels(maxAge:)`` names how old an answer may be. Levels older than that are
+read from their WMS instances through a loader made per request: every SKU any field of
+the request asks of one instance goes out in one batch (split only at the dialect's
+``max_batch``), every instance is asked at once, and the answers are written back to the
+projection through the same path as any other WMS report (mapping, newer-sequence-wins,
+ledger), so the next reader benefits. An instance that cannot answer in time — its
+breaker open, its budget spent, its network slow — leaves its levels as they were, marked
+stale: a live read never fails a query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from aiodataloader import DataLoader
+
+from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
+from stockgraph.connectors.errors import ConnectorError
+from stockgraph.domain.ids import Sku, TenantId, WarehouseId
+from stockgraph.domain.model import LevelSource, MovementCause, StockLevel
+from stockgraph.services.ingestion import (
+    ApplyReport,
+    ConnectorInstance,
+    IngestionService,
+    UnitOfWork,
+)
+from stockgraph.services.ports import StockReader
+
+log = logging.getLogger("stockgraph.live")
+
+LiveKey = tuple[WarehouseId, Sku]
+
+
+class LiveReads:
+    """Reads levels from WMS instances and writes what they say back to the projection."""
+
+    def __init__(
+        self,
+        *,
+        instances: Callable[[], Sequence[ConnectorInstance]],
+        ingestion: IngestionService,
+        unit_of_work: Callable[[], UnitOfWork],
+        stock: StockReader,
+        timeout_seconds: float = 2.0,
+        on_change: Callable[[TenantId], None] = lambda _t: None,
+    ) -> None:
+        self._instances = instances
+        self._ingestion = ingestion
+        self._uow = unit_of_work
+        self._stock = stock
+        self._timeout = timeout_seconds
+        self._on_change = on_change
+        self.calls = 0
+
+    def loader(self, tenant_id: TenantId) -> DataLoader[LiveKey, StockLevel | None]:
+        """A per-request loader: ``(warehouse id, SKU)`` → a live level, or None."""
+
+        async def load(keys: list[LiveKey]) -> list[StockLevel | None]:
+            found = await self.read(tenant_id, keys)
+            return [found.get(key) for key in keys]
+
+        return DataLoader(load, cache=True)
+
+    async def read(self, tenant_id: TenantId, keys: Sequence[LiveKey]) -> dict[LiveKey, StockLevel]:
+        """Ask every instance concerned at once; what came back, as now held."""
+        by_warehouse: dict[WarehouseId, list[Sku]] = defaultdict(list)
+        for warehouse_id, sku in keys:
+            by_warehouse[warehouse_id].append(sku)
+        instances = {i.warehouse_id: i for i in self._instances() if i.tenant_id == tenant_id}
+        asked = [(instances[w], skus) for w, skus in by_warehouse.items() if w in instances]
+        answers = await asyncio.gather(*(self._ask(i, skus) for i, skus in asked))
+        answered: list[WarehouseId] = []
+        changed = False
+        for (instance, _skus), levels in zip(asked, answers, strict=True):
+            if levels is None:
+                continue
+            answered.append(instance.warehouse_id)
+            changed = bool((await self._write_back(instance, levels)).applied) or changed
+        if changed:
+            self._on_change(tenant_id)
+        if not answered:
+            return {}
+        wanted = set(keys)
+        skus = sorted({sku for w in answered for sku in by_warehouse[w]})
+        return {
+            (lv.warehouse_id, lv.sku): replace(lv, source=LevelSource.LIVE)
+            for lv in await self._stock.levels(tenant_id, skus, answered)
+            if (lv.warehouse_id, lv.sku) in wanted
+        }
+
+    async def _ask(
+        self, instance: ConnectorInstance, skus: Sequence[Sku]
+    ) -> Sequence[WmsLevel] | None:
+        codes = [instance.mapping.wms_code(sku) for sku in skus]
+        batch = instance.connector.spec.max_batch
+        chunks = [codes[i : i + batch] for i in range(0, len(codes), batch)]
+        try:
+            self.calls += len(chunks)
+            results = await asyncio.wait_for(
+                asyncio.gather(*(instance.connector.fetch_levels(c) for c in chunks)),
+                timeout=self._timeout,
+            )
+        except (ConnectorError, TimeoutError) as exc:
+            log.info("live read from %s failed: %s", instance.connector_id, exc)
+            return None
+        return [level for chunk in results for level in chunk]
+
+    async def _write_back(
+        self, instance: ConnectorInstance, levels: Sequence[WmsLevel]
+    ) -> ApplyReport:
+        report = ApplyReport()
+        if not levels:
+            return report
+        event = WmsEvent(
+            event_id=f"live-{uuid.uuid4().hex[:12]}",
+            sequence=max((lv.sequence or 0) for lv in levels),
+            kind=EventKind.SNAPSHOT,
+            occurred_at=datetime.now(UTC),
+            levels=tuple(levels),
+        )
+        async with self._uow() as uow:
+            await self._ingestion.apply_event(
+                uow, instance, event, cause=MovementCause.POLL, report=report
+            )
+            await uow.commit()
+        return report
