@@ -277,9 +277,13 @@ class Runtime:
         """Fully sync new instances once, then poll the dialects that cannot push."""
         while True:
             started = asyncio.get_running_loop().time()
-            await asyncio.gather(
-                *(self.sync.sync_once(instance) for instance in list(self.instances.values()))
+            outcomes = await asyncio.gather(
+                *(self.sync.sync_once(instance) for instance in list(self.instances.values())),
+                return_exceptions=True,
             )
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    log.error("sync failed", exc_info=outcome)
             intervals = [
                 1.0 / i.connector.spec.rate.rate
                 for i in self.instances.values()

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -258,6 +259,76 @@ async def _create_credential(args: argparse.Namespace) -> None:
         print("The secret is shown once; Stockgraph keeps only its hash.")
 
 
+async def _simulate(args: argparse.Namespace) -> None:
+    """Run a fleet of simulated WMS instances described by a TOML file, until Ctrl-C."""
+    spec = _fleet_file(Path(args.config))
+    tenant = spec["tenant"]
+    skus = [f"SKU-{i:05d}" for i in range(spec["skus"])]
+    instances = spec["instances"]
+    members = [
+        fleet.build_member(
+            connector_id=i["connector_id"],
+            dialect=i["dialect"],
+            skus=skus,
+            webhook_url=f"{spec['stockgraph_url'].rstrip('/')}/webhooks/wms/{i['connector_id']}",
+            port=int(i.get("port", 0)),
+            seed=i["connector_id"],
+            latency_ms=float(i.get("latency_ms", spec.get("latency_ms", 0))),
+        )
+        for i in instances
+    ]
+    await fleet.start(members)
+    topology = fleet.topology_toml(tenant, members, [i["code"] for i in instances])
+    if args.topology_out:
+        await asyncio.to_thread(Path(args.topology_out).write_text, topology, encoding="utf-8")
+    for member in members:
+        print(f"{member.connector_id:<16} {member.dialect:<8} http://127.0.0.1:{member.port}")
+    print(
+        f"{len(members)} simulators up; topology for STOCKGRAPH_CONFIG "
+        f"{'in ' + args.topology_out if args.topology_out else 'not written'}. Ctrl-C stops.",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    busy = asyncio.create_task(
+        fleet.keep_busy(members, events_per_second=float(spec.get("activity", 2.0)))
+    )
+    try:
+        await stop.wait()
+    finally:
+        busy.cancel()
+        await fleet.stop(members)
+
+
+def _fleet_file(path: Path) -> dict[str, Any]:
+    """``stockgraph simulate``'s TOML: tenant, skus, stockgraph_url, [[instances]]."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--config: no file at {str(path)!r}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for key, kind in (("tenant", str), ("stockgraph_url", str), ("skus", int)):
+        if not isinstance(data.get(key), kind):
+            raise ConfigError(f"{path}: {key}: expected a {kind.__name__}")
+    instances = data.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise ConfigError(f"{path}: instances: expected at least one [[instances]] table")
+    for n, instance in enumerate(instances):
+        for key in ("connector_id", "code", "dialect"):
+            if not isinstance(instance.get(key), str):
+                raise ConfigError(f"{path}: instances[{n}].{key}: expected a string")
+        if instance["dialect"] not in fleet.DIALECTS:
+            raise ConfigError(
+                f"{path}: instances[{n}].dialect: expected one of {', '.join(fleet.DIALECTS)}"
+            )
+    return data
+
+
 def _schema_print(_: argparse.Namespace) -> None:
     from stockgraph.schema.build import build_schema
 
@@ -302,6 +373,12 @@ def _parser() -> argparse.ArgumentParser:
         create.add_argument("--data-dir", help="the demo's data folder instead of DATABASE_URL")
         create.set_defaults(kind=kind)
 
+    simulate = sub.add_parser("simulate", help="run a fleet of simulated WMS instances")
+    simulate.add_argument("--config", required=True, help="the fleet's TOML file")
+    simulate.add_argument(
+        "--topology-out", help="write a topology file that connects Stockgraph to the fleet"
+    )
+
     schema = sub.add_parser("schema", help="the GraphQL schema")
     schema_actions = schema.add_subparsers(dest="action", required=True)
     schema_actions.add_parser("print", help="print the SDL")
@@ -327,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_migrate(args))
         elif args.command in ("clients", "keys"):
             asyncio.run(_create_credential(args))
+        elif args.command == "simulate":
+            asyncio.run(_simulate(args))
         elif args.command == "schema":
             _schema_print(args)
     except ConfigError as exc:

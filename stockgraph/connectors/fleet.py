@@ -71,10 +71,10 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def _listening_socket(host: str) -> socket.socket:
+def _listening_socket(host: str, port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock.bind((host, port))
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -88,7 +88,9 @@ def build_member(
     cased: Sequence[str] = (),
     webhook_url: str | None,
     host: str = "127.0.0.1",
+    port: int = 0,
     seed: int | str = 0,
+    latency_ms: float = 0.0,
 ) -> FleetMember:
     """One simulated instance with plausible stock of ``skus`` (``cased`` ones in cases)."""
     rng = random.Random(f"{connector_id}:{seed}")
@@ -103,7 +105,8 @@ def build_member(
     # A WMS's sequence only ever grows: a simulator restarted later starts above where it
     # stopped (it emits far fewer events than seconds pass), within a 32-bit field.
     wms.sequence = int(time.time()) - SEQUENCE_EPOCH
-    sock = _listening_socket(host)
+    wms.faults.update({"latency_ms": latency_ms})
+    sock = _listening_socket(host, port)
     base = f"http://{host}:{sock.getsockname()[1]}"
     secret = secrets.token_urlsafe(24)
     case_codes = {wms_code(dialect, sku): CASE_SIZE for sku in cased}
@@ -220,3 +223,26 @@ async def keep_busy(
         member = rng.choice(members)
         with contextlib.suppress(Exception):
             await member.wms.activity()
+
+
+def topology_toml(tenant: str, members: Sequence[FleetMember], codes: Sequence[str]) -> str:
+    """A topology file (see ``stockgraph.config``) that connects Stockgraph to ``members``."""
+    import tomli_w
+
+    return tomli_w.dumps(
+        {
+            "tenants": [{"id": tenant, "name": tenant}],
+            "warehouses": [
+                {
+                    "tenant": tenant,
+                    "code": code,
+                    "name": f"Simulated {member.dialect} WMS {code}",
+                    "dialect": member.dialect,
+                    "region": "simulated",
+                    "connector_id": member.connector_id,
+                    "connection": member.settings,
+                }
+                for member, code in zip(members, codes, strict=True)
+            ],
+        }
+    )

@@ -44,3 +44,9 @@ class InvalidUnitFactor(DomainError):
     """A unit conversion factor that is not a positive whole number."""
 
     code = "INVALID_UNIT_FACTOR"
+
+
+class ConcurrentChange(DomainError):
+    """Someone else changed the same thing at the same moment; the change can be retried."""
+
+    code = "CONCURRENT_CHANGE"

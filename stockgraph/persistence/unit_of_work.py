@@ -13,8 +13,10 @@ from types import TracebackType
 from typing import Any, Self, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
+from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.model import StockLevel, StockMovement
 from stockgraph.domain.quantities import QUANTITY_NAMES, StockQuantities
@@ -145,7 +147,10 @@ class SqlUnitOfWork:
             else:
                 updates.append({**values, "read_version": version, "new_version": version + 1})
         if inserts:
-            await self._c.execute(insert(_levels), inserts)
+            try:
+                await self._c.execute(insert(_levels), inserts)
+            except IntegrityError as exc:
+                raise ConcurrentChange("a level was created by another writer meanwhile") from exc
         if updates:
             statement = (
                 update(_levels)
@@ -176,7 +181,7 @@ class SqlUnitOfWork:
             ]
             result = await self._c.execute(statement, params)
             if result.rowcount not in (-1, len(params)):
-                raise RuntimeError("a level changed under this transaction")
+                raise ConcurrentChange("a level changed under this transaction")
 
     async def add_movements(self, movements: Sequence[StockMovement]) -> None:
         """Append ledger rows, in one statement."""

@@ -30,7 +30,7 @@ import orjson
 from stockgraph.connectors.base import Connector, EventKind, WmsEvent, WmsLevel
 from stockgraph.connectors.errors import ConnectorError, MalformedPayload
 from stockgraph.connectors.signing import verify
-from stockgraph.domain.errors import DomainError
+from stockgraph.domain.errors import ConcurrentChange, DomainError
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping, MappedLevel, Unmappable
 from stockgraph.domain.model import MovementCause, StockLevel, StockMovement
@@ -173,6 +173,19 @@ class IngestionService:
         self._on_change = on_change
         self._clock = clock
         self.wake = asyncio.Event()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, connector_id: str) -> asyncio.Lock:
+        """Held while anything applies to one instance's levels in this process.
+
+        Webhooks, polls, full syncs and live reads of the same instance would otherwise
+        race to create the same new levels; across processes the database refuses the
+        loser (:class:`~stockgraph.domain.errors.ConcurrentChange`) and it tries again.
+        """
+        found = self._locks.get(connector_id)
+        if found is None:
+            found = self._locks[connector_id] = asyncio.Lock()
+        return found
 
     def instance(self, connector_id: str) -> ConnectorInstance:
         found = self._instances(connector_id)
@@ -205,7 +218,12 @@ class IngestionService:
         """Apply received events, oldest first; returns what was done."""
         report = ApplyReport()
         for entry in await self._inbox.pending(limit):
-            await self._apply_entry(entry, report)
+            try:
+                async with self.lock(entry.connector_id):
+                    await self._apply_entry(entry, report)
+            except ConcurrentChange as exc:
+                log.info("%s: %s; it stays in the inbox for the next round", entry.event_id, exc)
+                break
             report.entries += 1
         for tenant in report.tenants:
             self._on_change(tenant)

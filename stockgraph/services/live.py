@@ -24,6 +24,7 @@ from aiodataloader import DataLoader
 
 from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
 from stockgraph.connectors.errors import ConnectorError
+from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import LevelSource, MovementCause, StockLevel
 from stockgraph.services.ingestion import (
@@ -82,8 +83,12 @@ class LiveReads:
         for (instance, _skus), levels in zip(asked, answers, strict=True):
             if levels is None:
                 continue
+            try:
+                changed = bool((await self._write_back(instance, levels)).applied) or changed
+            except ConcurrentChange as exc:
+                log.info("live answer of %s not kept: %s", instance.connector_id, exc)
+                continue
             answered.append(instance.warehouse_id)
-            changed = bool((await self._write_back(instance, levels)).applied) or changed
         if changed:
             self._on_change(tenant_id)
         if not answered:
@@ -126,7 +131,7 @@ class LiveReads:
             occurred_at=datetime.now(UTC),
             levels=tuple(levels),
         )
-        async with self._uow() as uow:
+        async with self._ingestion.lock(instance.connector_id), self._uow() as uow:
             await self._ingestion.apply_event(
                 uow, instance, event, cause=MovementCause.POLL, report=report
             )

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from stockgraph.connectors.base import EventKind, WmsEvent
 from stockgraph.connectors.errors import ConnectorError, MalformedPayload
+from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.model import MovementCause
 from stockgraph.services.ingestion import (
     ApplyReport,
@@ -78,7 +79,7 @@ class SyncService:
                     ),
                     levels=tuple(levels),
                 )
-                async with self._uow() as uow:
+                async with self._ingestion.lock(instance.connector_id), self._uow() as uow:
                     await self._ingestion.apply_event(
                         uow, instance, snapshot, cause=MovementCause.RECONCILIATION, report=report
                     )
@@ -103,7 +104,7 @@ class SyncService:
                 await self._states.save(instance.connector_id, cursor=exc.resume_after)
             return report
         if events:
-            async with self._uow() as uow:
+            async with self._ingestion.lock(instance.connector_id), self._uow() as uow:
                 for event in sorted(events, key=lambda e: e.sequence):
                     await self._ingestion.apply_event(
                         uow, instance, event, cause=MovementCause.POLL, report=report
@@ -135,7 +136,7 @@ class SyncService:
                 return await self.full_sync(instance)
             if instance.connector.spec.poll:
                 return await self.poll(instance)
-        except ConnectorError as exc:
+        except (ConnectorError, ConcurrentChange) as exc:
             log.warning("sync of %s failed: %s", instance.connector_id, exc)
             return None
         return ApplyReport()

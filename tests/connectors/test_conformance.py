@@ -8,6 +8,7 @@ pass every test.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -328,3 +329,17 @@ async def test_a_wms_that_cannot_answer_leaves_levels_stale_not_an_error(wired: 
     assert "errors" not in body
     mine = [lv for lv in body["data"]["inventoryLevels"] if lv["source"] != "LIVE"]
     assert mine and all(lv["stale"] for lv in mine)
+
+
+async def test_a_full_sync_and_a_live_read_at_once_do_not_collide(wired: Wired) -> None:
+    from stockgraph.domain.ids import Sku
+
+    wid = wired.instance.warehouse_id
+    keys = [(wid, Sku(s)) for s in SKUS.values()]
+    report, live = await asyncio.gather(
+        wired.runtime.sync.full_sync(wired.instance),
+        wired.runtime.live.read(TenantId("acme"), keys),
+    )
+    assert report.exceptions == 0
+    assert len(live) == len(SKUS)
+    await wired.compare()
