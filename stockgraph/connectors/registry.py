@@ -78,6 +78,7 @@ def _rest(
     connector = RestConnector(
         config=config, runtime=_runtime(connector_id, str(config.base_url), spec, transport)
     )
+    connector.spec = spec
     return BuiltConnector(connector, _secrets(config))
 
 
@@ -95,6 +96,7 @@ def _graphql(
     connector = GraphqlConnector(
         config=config, runtime=_runtime(connector_id, str(config.endpoint), spec, transport)
     )
+    connector.spec = spec
     return BuiltConnector(connector, _secrets(config))
 
 
