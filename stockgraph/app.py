@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from sqlalchemy import text
@@ -31,6 +32,7 @@ from stockgraph.auth.principal import Principal
 from stockgraph.auth.tokens import SigningKey, TokenService
 from stockgraph.cache.response import ResponseCache, TenantVersions
 from stockgraph.config import ConfigError, MappingConfig, Settings, Topology
+from stockgraph.connectors.metrics import ConnectorMetrics
 from stockgraph.connectors.registry import (
     BUILDERS,
     ConnectorConfigError,
@@ -150,6 +152,8 @@ class Runtime:
     sync: SyncService
     live: LiveReads
     instances: dict[str, ConnectorInstance] = field(default_factory=dict)
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    connector_metrics: ConnectorMetrics | None = None
     redis: Redis | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -210,6 +214,27 @@ class Runtime:
             ),
         )
 
+    def __post_init__(self) -> None:
+        self.connector_metrics = ConnectorMetrics(registry=self.metrics)
+        cache = self.response_cache
+        if cache is not None:
+            hits = Gauge(
+                "stockgraph_response_cache_hits",
+                "Answers served from the cache",
+                registry=self.metrics,
+            )
+            hits.set_function(lambda: cache.stats().hits)
+            misses = Gauge(
+                "stockgraph_response_cache_misses",
+                "Cacheable answers executed",
+                registry=self.metrics,
+            )
+            misses.set_function(lambda: cache.stats().misses)
+        instances = Gauge(
+            "stockgraph_connector_instances", "WMS instances connected", registry=self.metrics
+        )
+        instances.set_function(lambda: len(self.instances))
+
     async def check_database(self) -> None:
         """Fail start-up clearly when the database is unreachable or not migrated."""
         current = await current_revision(self.settings.database_url)
@@ -257,6 +282,7 @@ class Runtime:
                     connector_id=spec.connector_id,
                     settings=settings,
                     transport=(transports or {}).get(spec.connector_id),
+                    metrics=self.connector_metrics,
                 )
             except ConnectorConfigError as exc:
                 raise ConfigError(str(exc)) from None
@@ -389,6 +415,9 @@ def create_app(
             orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json"
         )
 
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(rt.metrics), media_type=CONTENT_TYPE_LATEST)
+
     async def schema_sdl(_: Request) -> Response:
         return PlainTextResponse(sdl)
 
@@ -434,6 +463,7 @@ def create_app(
         Route("/oauth/token", token_endpoint(rt.access), methods=["POST"]),
         Route("/.well-known/jwks.json", jwks_endpoint(rt.tokens), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from stockgraph.connectors.base import Connector, DialectSpec, RatePolicy
+from stockgraph.connectors.metrics import ConnectorMetrics
 from stockgraph.connectors.runtime import InstanceRuntime
 
 
@@ -28,9 +29,15 @@ class BuiltConnector:
     webhook_secrets: tuple[str, ...]
 
 
-Builder = Callable[
-    [str, Mapping[str, Any], httpx.AsyncBaseTransport | None, RatePolicy | None], BuiltConnector
-]
+@dataclass(frozen=True, slots=True)
+class Plumbing:
+    """What every instance's runtime gets from the composition root."""
+
+    transport: httpx.AsyncBaseTransport | None = None
+    metrics: ConnectorMetrics | None = None
+
+
+Builder = Callable[[str, Mapping[str, Any], Plumbing, RatePolicy | None], BuiltConnector]
 
 
 def _validated(model: type[BaseModel], settings: Mapping[str, Any]) -> Any:
@@ -57,17 +64,21 @@ def _tuned(spec: DialectSpec, limit: RatePolicy | None) -> DialectSpec:
 
 
 def _runtime(
-    connector_id: str, base_url: str, spec: DialectSpec, transport: httpx.AsyncBaseTransport | None
+    connector_id: str, base_url: str, spec: DialectSpec, plumbing: Plumbing
 ) -> InstanceRuntime:
     return InstanceRuntime(
-        instance_id=connector_id, base_url=base_url, spec=spec, transport=transport
+        instance_id=connector_id,
+        base_url=base_url,
+        spec=spec,
+        transport=plumbing.transport,
+        metrics=plumbing.metrics,
     )
 
 
 def _rest(
     connector_id: str,
     settings: Mapping[str, Any],
-    transport: httpx.AsyncBaseTransport | None,
+    plumbing: Plumbing,
     limit: RatePolicy | None,
 ) -> BuiltConnector:
     from stockgraph.connectors.rest.client import RestConnector
@@ -76,7 +87,7 @@ def _rest(
     config = _validated(RestConfig, settings)
     spec = _tuned(SPEC, limit)
     connector = RestConnector(
-        config=config, runtime=_runtime(connector_id, str(config.base_url), spec, transport)
+        config=config, runtime=_runtime(connector_id, str(config.base_url), spec, plumbing)
     )
     connector.spec = spec
     return BuiltConnector(connector, _secrets(config))
@@ -85,7 +96,7 @@ def _rest(
 def _graphql(
     connector_id: str,
     settings: Mapping[str, Any],
-    transport: httpx.AsyncBaseTransport | None,
+    plumbing: Plumbing,
     limit: RatePolicy | None,
 ) -> BuiltConnector:
     from stockgraph.connectors.graphql.client import GraphqlConnector
@@ -94,7 +105,7 @@ def _graphql(
     config = _validated(GraphqlConfig, settings)
     spec = _tuned(SPEC, limit)
     connector = GraphqlConnector(
-        config=config, runtime=_runtime(connector_id, str(config.endpoint), spec, transport)
+        config=config, runtime=_runtime(connector_id, str(config.endpoint), spec, plumbing)
     )
     connector.spec = spec
     return BuiltConnector(connector, _secrets(config))
@@ -103,7 +114,7 @@ def _graphql(
 def _x12(
     connector_id: str,
     settings: Mapping[str, Any],
-    transport: httpx.AsyncBaseTransport | None,
+    plumbing: Plumbing,
     limit: RatePolicy | None,
 ) -> BuiltConnector:
     from stockgraph.connectors.x12.client import X12Connector
@@ -112,7 +123,7 @@ def _x12(
     config = _validated(X12Config, settings)
     spec = _tuned(SPEC, limit)
     connector = X12Connector(
-        config=config, runtime=_runtime(connector_id, str(config.mailbox_url), spec, transport)
+        config=config, runtime=_runtime(connector_id, str(config.mailbox_url), spec, plumbing)
     )
     connector.spec = spec
     return BuiltConnector(connector, ())
@@ -127,6 +138,7 @@ def build_connector(
     connector_id: str,
     settings: Mapping[str, Any],
     transport: httpx.AsyncBaseTransport | None = None,
+    metrics: ConnectorMetrics | None = None,
 ) -> BuiltConnector:
     """A connector for one instance; ``transport`` is the test seam (an ASGI simulator).
 
@@ -144,7 +156,7 @@ def build_connector(
         limit = _limit(
             dialect, settings.pop("rate_limit", None), settings.pop("poll_interval_seconds", None)
         )
-        return builder(connector_id, settings, transport, limit)
+        return builder(connector_id, settings, Plumbing(transport, metrics), limit)
     except ConnectorConfigError as exc:
         raise ConnectorConfigError(f"{connector_id}: {exc}") from None
 
