@@ -47,6 +47,7 @@ from stockgraph.persistence.catalog_store import SqlCatalogStore, SqlCatalogWrit
 from stockgraph.persistence.database import create_engine, session_factory
 from stockgraph.persistence.inbox_store import SqlConnectorStates, SqlInbox
 from stockgraph.persistence.migrate import current_revision, head_revision
+from stockgraph.persistence.operations_store import SqlOperationsStore
 from stockgraph.persistence.stock_store import SqlStockStore
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
 from stockgraph.schema.build import SchemaLimits, build_schema
@@ -63,6 +64,7 @@ from stockgraph.services.ingestion import (
 )
 from stockgraph.services.inventory import InventoryService
 from stockgraph.services.live import LiveReads
+from stockgraph.services.operations import OperationsService
 from stockgraph.services.sync import SyncService
 
 log = logging.getLogger("stockgraph")
@@ -151,6 +153,7 @@ class Runtime:
     ingestion: IngestionService
     sync: SyncService
     live: LiveReads
+    operations: OperationsService
     instances: dict[str, ConnectorInstance] = field(default_factory=dict)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     connector_metrics: ConnectorMetrics | None = None
@@ -203,6 +206,7 @@ class Runtime:
             ingestion=ingestion,
             sync=sync,
             live=live,
+            operations=OperationsService(reader=SqlOperationsStore(engine=engine)),
             instances=instances,
             response_cache=(
                 ResponseCache(
@@ -252,6 +256,15 @@ class Runtime:
         await self.catalog_writer.upsert_warehouses(warehouse_specs(topology))
         for tenant in topology.tenants:
             self.projection_changed(TenantId(tenant.id))
+
+    def services(self) -> Services:
+        """The use-cases GraphQL resolvers may call."""
+        return Services(
+            catalog=self.catalog,
+            inventory=self.inventory,
+            operations=self.operations,
+            live=self.live,
+        )
 
     def projection_changed(self, tenant_id: TenantId) -> None:
         """Called after every committed change to a tenant's projection or catalogue."""
@@ -396,7 +409,7 @@ def create_app(
     view = GraphQLView(
         schema,
         authenticate=rt.authenticate,
-        services=Services(catalog=rt.catalog, inventory=rt.inventory, live=rt.live),
+        services=rt.services(),
         limits=Limits(max_list_size=settings.max_list_size, max_page_size=settings.max_page_size),
         graphiql=settings.graphiql,
         cache=rt.response_cache,

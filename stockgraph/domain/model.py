@@ -135,3 +135,18 @@ class StockMovement:
     occurred_at: datetime
     reason: str | None = None
     reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncExceptionRecord:
+    """Something a WMS sent that could not be applied: the raw payload and why."""
+
+    tenant_id: TenantId
+    id: int
+    connector_id: str
+    event_id: str | None
+    code: str
+    reason: str
+    raw: str
+    created_at: datetime
+    resolved_at: datetime | None

@@ -21,6 +21,7 @@ from stockgraph.schema.types import (
     Item,
     LevelSource,
     SkuAvailability,
+    SyncException,
     Warehouse,
     WarehouseAvailability,
     warehouse_by_global_id,
@@ -243,3 +244,35 @@ class Query:
             )
             for entry in answer.entries
         ]
+
+    @strawberry.field(
+        description=(
+            "What WMS instances sent that could not be applied, newest first (ops:admin). "
+            "`open` (default true) leaves out resolved ones."
+        )
+    )
+    async def sync_exceptions(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        connector_id: str | None = None,
+        open: bool = True,
+    ) -> Connection[SyncException]:
+        info.context.require(Scope.OPS_ADMIN)
+        limit = info.context.limits.page_size(first)
+        cursor = from_cursor(after)
+        if cursor is not None and not cursor.isdigit():
+            raise BadUserInput(f"{after!r} is not a cursor of this list", argument="after")
+        rows, has_next = await info.context.services.operations.sync_exceptions(
+            info.context.principal.tenant_id,
+            before_id=int(cursor) if cursor else None,
+            limit=limit,
+            connector_id=connector_id,
+            open_only=open,
+        )
+        return connection(
+            [(str(r.id), SyncException.of(r)) for r in rows],
+            has_next=has_next,
+            has_previous=cursor is not None,
+        )

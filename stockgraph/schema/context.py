@@ -18,6 +18,7 @@ from stockgraph.schema.errors import BadUserInput, Forbidden
 from stockgraph.services.catalog import CatalogService
 from stockgraph.services.inventory import InventoryService
 from stockgraph.services.live import LiveReads
+from stockgraph.services.operations import OperationsService
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Services:
 
     catalog: CatalogService
     inventory: InventoryService
+    operations: OperationsService
     live: LiveReads | None = None
 
 

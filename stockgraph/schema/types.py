@@ -151,3 +151,33 @@ class SkuAvailability:
 class GeoPointInput:
     lat: float
     lng: float
+
+
+@strawberry.type(
+    description=(
+        "Something a WMS sent that could not be applied: the raw payload and the reason. "
+        "Nothing else in the same delivery was held back by it."
+    )
+)
+class SyncException:
+    id: strawberry.ID
+    connector_id: str
+    event_id: str | None
+    code: str
+    reason: str
+    raw: str
+    created_at: datetime
+    resolved_at: datetime | None
+
+    @classmethod
+    def of(cls, record: model.SyncExceptionRecord) -> SyncException:
+        return cls(
+            id=strawberry.ID(to_global_id("SyncException", record.tenant_id, str(record.id))),
+            connector_id=record.connector_id,
+            event_id=record.event_id,
+            code=record.code,
+            reason=record.reason,
+            raw=record.raw,
+            created_at=record.created_at,
+            resolved_at=record.resolved_at,
+        )

@@ -15,7 +15,7 @@ from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain.ids import TenantId
 from stockgraph.schema.build import build_schema
-from stockgraph.schema.context import Context, Limits, Services
+from stockgraph.schema.context import Context, Limits
 from stockgraph.schema.errors import format_errors
 
 _SCHEMA = build_schema()
@@ -43,7 +43,7 @@ async def run(
 ) -> Result:
     context = Context(
         principal=Principal(TenantId(tenant), f"test-{tenant}", frozenset(scopes)),
-        services=Services(catalog=runtime.catalog, inventory=runtime.inventory),
+        services=runtime.services(),
         limits=limits or Limits(),
     )
     # Copied: federation's entity resolver pops keys from the representations it gets.

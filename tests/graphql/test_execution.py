@@ -12,7 +12,7 @@ from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain.ids import TenantId
 from stockgraph.schema.build import build_schema
-from stockgraph.schema.context import Context, Services
+from stockgraph.schema.context import Context
 from stockgraph.schema.errors import format_errors
 from stockgraph.schema.relay import to_global_id
 
@@ -41,7 +41,7 @@ DOCUMENTS = [
 async def _execute(runtime: Runtime, schema: Any, document: str, variables: dict[str, Any]) -> Any:
     context = Context(
         principal=Principal(TenantId("acme"), "t", frozenset(Scope)),
-        services=Services(catalog=runtime.catalog, inventory=runtime.inventory),
+        services=runtime.services(),
     )
     result = await schema.execute(document, variable_values=variables, context_value=context)
     return result.data, format_errors(result.errors or [])

@@ -7,7 +7,7 @@ import pytest
 from stockgraph.app import Runtime
 from stockgraph.auth.scopes import Scope
 from stockgraph.schema.build import SchemaLimits, build_schema
-from stockgraph.schema.context import Context, Limits, Services
+from stockgraph.schema.context import Context, Limits
 from stockgraph.schema.errors import format_errors
 from tests.graphql.helpers import run
 
@@ -75,7 +75,7 @@ async def _run_limited(runtime: Runtime, query: str, limits: SchemaLimits) -> li
     schema = build_schema(limits)
     context = Context(
         principal=Principal(TenantId("acme"), "t", frozenset(Scope)),
-        services=Services(catalog=runtime.catalog, inventory=runtime.inventory),
+        services=runtime.services(),
     )
     result = await schema.execute(query, context_value=context)
     assert result.data is None

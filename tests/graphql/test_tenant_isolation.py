@@ -68,6 +68,11 @@ CASES: dict[str, tuple[str, dict[str, Any], Any]] = {
         },
         {"_entities": [None, None]},
     ),
+    "syncExceptions": (
+        "{ syncExceptions(open: false) { edges { node { id connectorId } } } }",
+        {},
+        {"syncExceptions": {"edges": []}},
+    ),
     "_service": ("{ _service { sdl } }", {}, None),
 }
 

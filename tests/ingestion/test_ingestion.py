@@ -131,3 +131,27 @@ async def test_the_ledger_still_folds_to_the_projection_after_ingestion(world: W
         " WHERE w.connector_id = 'acme-wh-00' AND m.sku = 'SKU-00009'"
     )
     assert folded == await world.on_hand("SKU-00009") == 31
+
+
+async def test_operators_see_their_own_sync_exceptions_and_nobody_else_does(world: World) -> None:
+    from stockgraph.auth.scopes import Scope
+    from tests.graphql.helpers import run
+
+    await world.deliver("e1", 7, [{"sku": "NOPE", "qty": 1}, {"sku": "W1", "qty": "0.5"}])
+    await world.deliver("bad", 8, [], body=b"{not json")
+    await world.service.apply_pending()
+    query = """query($after: String) { syncExceptions(first: 2, after: $after) {
+        edges { cursor node { connectorId eventId code reason raw createdAt } }
+        pageInfo { hasNextPage endCursor } } }"""
+    first = await run(world.runtime, query, {"after": None})
+    assert first.errors == []
+    page = first.data["syncExceptions"]
+    assert [e["node"]["code"] for e in page["edges"]] == ["MALFORMED", "NOT_WHOLE_BASE_UNITS"]
+    assert page["pageInfo"]["hasNextPage"] is True
+    rest = await run(world.runtime, query, {"after": page["pageInfo"]["endCursor"]})
+    assert [e["node"]["code"] for e in rest.data["syncExceptions"]["edges"]] == ["UNKNOWN_SKU"]
+    assert "NOPE" in rest.data["syncExceptions"]["edges"][0]["node"]["raw"]
+    other = await run(world.runtime, query, {"after": None}, tenant="globex")
+    assert other.data["syncExceptions"]["edges"] == []
+    reader = await run(world.runtime, query, {"after": None}, scopes={Scope.INVENTORY_READ})
+    assert reader.codes == ["FORBIDDEN"]
