@@ -7,6 +7,7 @@ root. Dialect modules are imported only when an instance of theirs is built.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,7 +38,7 @@ class Plumbing:
     metrics: ConnectorMetrics | None = None
 
 
-Builder = Callable[[str, Mapping[str, Any], Plumbing, RatePolicy | None], BuiltConnector]
+Builder = Callable[[str, Mapping[str, Any], Plumbing], BuiltConnector]
 
 
 def _validated(model: type[BaseModel], settings: Mapping[str, Any]) -> Any:
@@ -52,17 +53,6 @@ def _secrets(config: Any) -> tuple[str, ...]:
     return tuple(s.get_secret_value() for s in getattr(config, "webhook_secrets", ()) or ())
 
 
-def _tuned(spec: DialectSpec, limit: RatePolicy | None) -> DialectSpec:
-    """``spec`` with the limit a configured instance's plan gives (same kind, other figures)."""
-    if limit is None:
-        return spec
-    if limit.kind != spec.rate.kind:
-        raise ConnectorConfigError(
-            f"the {spec.name} dialect is limited by {spec.rate.kind}, not {limit.kind}"
-        )
-    return replace(spec, rate=limit)
-
-
 def _runtime(
     connector_id: str, base_url: str, spec: DialectSpec, plumbing: Plumbing
 ) -> InstanceRuntime:
@@ -75,61 +65,46 @@ def _runtime(
     )
 
 
-def _rest(
-    connector_id: str,
-    settings: Mapping[str, Any],
-    plumbing: Plumbing,
-    limit: RatePolicy | None,
-) -> BuiltConnector:
-    from stockgraph.connectors.rest.client import RestConnector
-    from stockgraph.connectors.rest.spec import SPEC, RestConfig
+@dataclass(frozen=True, slots=True)
+class _Dialect:
+    """Where a dialect lives and which of its config fields is the WMS's address."""
 
-    config = _validated(RestConfig, settings)
-    spec = _tuned(SPEC, limit)
-    connector = RestConnector(
-        config=config, runtime=_runtime(connector_id, str(config.base_url), spec, plumbing)
-    )
-    connector.spec = spec
-    return BuiltConnector(connector, _secrets(config))
+    package: str
+    connector: str
+    config: str
+    address: str
 
 
-def _graphql(
-    connector_id: str,
-    settings: Mapping[str, Any],
-    plumbing: Plumbing,
-    limit: RatePolicy | None,
-) -> BuiltConnector:
-    from stockgraph.connectors.graphql.client import GraphqlConnector
-    from stockgraph.connectors.graphql.spec import SPEC, GraphqlConfig
-
-    config = _validated(GraphqlConfig, settings)
-    spec = _tuned(SPEC, limit)
-    connector = GraphqlConnector(
-        config=config, runtime=_runtime(connector_id, str(config.endpoint), spec, plumbing)
-    )
-    connector.spec = spec
-    return BuiltConnector(connector, _secrets(config))
+_DIALECTS = {
+    "rest": _Dialect("stockgraph.connectors.rest", "RestConnector", "RestConfig", "base_url"),
+    "graphql": _Dialect(
+        "stockgraph.connectors.graphql", "GraphqlConnector", "GraphqlConfig", "endpoint"
+    ),
+    "x12": _Dialect("stockgraph.connectors.x12", "X12Connector", "X12Config", "mailbox_url"),
+}
 
 
-def _x12(
-    connector_id: str,
-    settings: Mapping[str, Any],
-    plumbing: Plumbing,
-    limit: RatePolicy | None,
-) -> BuiltConnector:
-    from stockgraph.connectors.x12.client import X12Connector
-    from stockgraph.connectors.x12.spec import SPEC, X12Config
+def _builder(dialect: _Dialect) -> Builder:
+    def build(connector_id: str, settings: Mapping[str, Any], plumbing: Plumbing) -> BuiltConnector:
+        module = importlib.import_module(dialect.package)
+        settings = dict(settings)
+        declared: DialectSpec = module.SPEC
+        limit = _limit(
+            declared,
+            settings.pop("rate_limit", None),
+            settings.pop("poll_interval_seconds", None),
+        )
+        config = _validated(getattr(module, dialect.config), settings)
+        spec = replace(declared, rate=limit) if limit else declared
+        runtime = _runtime(connector_id, str(getattr(config, dialect.address)), spec, plumbing)
+        connector = getattr(module, dialect.connector)(config=config, runtime=runtime)
+        connector.spec = spec
+        return BuiltConnector(connector, _secrets(config))
 
-    config = _validated(X12Config, settings)
-    spec = _tuned(SPEC, limit)
-    connector = X12Connector(
-        config=config, runtime=_runtime(connector_id, str(config.mailbox_url), spec, plumbing)
-    )
-    connector.spec = spec
-    return BuiltConnector(connector, ())
+    return build
 
 
-BUILDERS: dict[str, Builder] = {"rest": _rest, "graphql": _graphql, "x12": _x12}
+BUILDERS: dict[str, Builder] = {name: _builder(d) for name, d in _DIALECTS.items()}
 
 
 def build_connector(
@@ -151,12 +126,8 @@ def build_connector(
     if builder is None:
         known = ", ".join(sorted(BUILDERS))
         raise ConnectorConfigError(f"{connector_id}: unknown dialect {dialect!r} (known: {known})")
-    settings = dict(settings)
     try:
-        limit = _limit(
-            dialect, settings.pop("rate_limit", None), settings.pop("poll_interval_seconds", None)
-        )
-        return builder(connector_id, settings, Plumbing(transport, metrics), limit)
+        return builder(connector_id, settings, Plumbing(transport, metrics))
     except ConnectorConfigError as exc:
         raise ConnectorConfigError(f"{connector_id}: {exc}") from None
 
@@ -167,13 +138,13 @@ def _number(value: Any, key: str) -> float:
     return float(value)
 
 
-def _limit(dialect: str, rate_limit: Any, interval: Any) -> RatePolicy | None:
-    kinds = {"rest": "requests_per_second", "graphql": "credits", "x12": "polling_interval"}
-    kind = kinds[dialect]
+def _limit(spec: DialectSpec, rate_limit: Any, interval: Any) -> RatePolicy | None:
+    """The limit an instance's settings give, in the kind of limit its dialect has."""
+    kind = spec.rate.kind
     if interval is not None:
         if kind != "polling_interval":
             raise ConnectorConfigError(
-                f"poll_interval_seconds: the {dialect} dialect is not polled"
+                f"poll_interval_seconds: the {spec.name} dialect is not polled"
             )
         return RatePolicy(
             kind="polling_interval", rate=1.0 / _number(interval, "poll_interval_seconds"), burst=1
@@ -183,7 +154,7 @@ def _limit(dialect: str, rate_limit: Any, interval: Any) -> RatePolicy | None:
     if not isinstance(rate_limit, Mapping) or set(rate_limit) - {"rate", "burst"}:
         raise ConnectorConfigError("rate_limit: expected a table of rate and burst")
     return RatePolicy(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         rate=_number(rate_limit.get("rate"), "rate_limit.rate"),
         burst=_number(rate_limit.get("burst"), "rate_limit.burst"),
     )
