@@ -206,7 +206,11 @@ class Runtime:
             ingestion=ingestion,
             sync=sync,
             live=live,
-            operations=OperationsService(reader=SqlOperationsStore(engine=engine)),
+            operations=OperationsService(
+                reader=SqlOperationsStore(engine=engine),
+                instances=lambda: list(instances.values()),
+                progress=ingestion.progress,
+            ),
             instances=instances,
             response_cache=(
                 ResponseCache(
@@ -310,6 +314,7 @@ class Runtime:
                 connector=built.connector,
                 mapping=mapping,
                 webhook_secrets=built.webhook_secrets,
+                health=built.runtime.stats,
             )
 
     async def sync_loop(self, *, poll_floor_seconds: float = 1.0) -> None:

@@ -28,6 +28,7 @@ class ConnectorConfigError(ValueError):
 class BuiltConnector:
     connector: Connector
     webhook_secrets: tuple[str, ...]
+    runtime: InstanceRuntime
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,7 @@ def _builder(dialect: _Dialect) -> Builder:
         runtime = _runtime(connector_id, str(getattr(config, dialect.address)), spec, plumbing)
         connector = getattr(module, dialect.connector)(config=config, runtime=runtime)
         connector.spec = spec
-        return BuiltConnector(connector, _secrets(config))
+        return BuiltConnector(connector, _secrets(config), runtime)
 
     return build
 

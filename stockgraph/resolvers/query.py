@@ -16,6 +16,8 @@ from stockgraph.schema.context import Info
 from stockgraph.schema.errors import BadUserInput
 from stockgraph.schema.relay import Connection, connection, from_cursor, from_global_id
 from stockgraph.schema.types import (
+    CircuitState,
+    ConnectorHealth,
     GeoPointInput,
     InventoryLevel,
     Item,
@@ -276,3 +278,29 @@ class Query:
             has_next=has_next,
             has_previous=cursor is not None,
         )
+
+    @strawberry.field(description="Sync health of every WMS instance, riskiest first (ops:admin).")
+    async def sync_health(self, info: Info) -> list[ConnectorHealth]:
+        info.context.require(Scope.OPS_ADMIN)
+        mine = (await info.context.warehouses()).by_code
+
+        def warehouse(code: str) -> Warehouse | None:
+            return Warehouse.of(mine[code]) if code in mine else None
+
+        return [
+            ConnectorHealth(
+                connector_id=h.connector_id,
+                dialect=h.dialect,
+                circuit_state=CircuitState(h.circuit_state),
+                budget_remaining=h.budget_remaining,
+                last_event_at=h.last_event_at,
+                lag_ms=None if h.lag_ms is None else round(h.lag_ms),
+                error_rate=h.error_rate,
+                risk_score=h.risk_score,
+                last_error=h.last_error,
+                warehouse=Warehouse.of(mine[h.warehouse_code])
+                if h.warehouse_code in mine
+                else None,
+            )
+            for h in info.context.services.operations.health(info.context.principal.tenant_id)
+        ]

@@ -181,3 +181,24 @@ class SyncException:
             created_at=record.created_at,
             resolved_at=record.resolved_at,
         )
+
+
+@strawberry.enum(description="A WMS instance's circuit breaker.")
+class CircuitState(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@strawberry.type(description="How syncing one WMS instance is going, riskiest first.")
+class ConnectorHealth:
+    connector_id: str
+    dialect: str
+    circuit_state: CircuitState
+    budget_remaining: float | None
+    last_event_at: datetime | None
+    lag_ms: int | None
+    error_rate: float
+    risk_score: float
+    last_error: str | None
+    warehouse: Warehouse | None

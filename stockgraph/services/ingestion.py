@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from enum import Enum
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -29,6 +29,7 @@ import orjson
 
 from stockgraph.connectors.base import Connector, EventKind, WmsEvent, WmsLevel
 from stockgraph.connectors.errors import ConnectorError, MalformedPayload
+from stockgraph.connectors.metrics import RuntimeStats
 from stockgraph.connectors.signing import verify
 from stockgraph.domain.errors import ConcurrentChange, DomainError
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
@@ -65,6 +66,17 @@ class ConnectorInstance:
     connector: Connector
     mapping: InstanceMapping
     webhook_secrets: tuple[str, ...] = ()
+    health: Callable[[], RuntimeStats] | None = None
+    """The instance's runtime figures (calls, errors, breaker, budget), if it has a runtime."""
+
+
+@dataclass
+class SyncProgress:
+    """How fresh one instance's data is, as this process has seen it."""
+
+    last_event_at: datetime | None = None
+    lag_ms: float | None = None
+    """Time from the WMS's event to its being applied here, smoothed."""
 
 
 class InboxEntry(Protocol):
@@ -174,6 +186,7 @@ class IngestionService:
         self._clock = clock
         self.wake = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = {}
+        self.progress: dict[str, SyncProgress] = {}
 
     def lock(self, connector_id: str) -> asyncio.Lock:
         """Held while anything applies to one instance's levels in this process.
@@ -379,6 +392,7 @@ class IngestionService:
                 )
         await uow.save_levels(list(writes.values()))
         await uow.add_movements(movements)
+        self._progressed(instance.connector_id, occurred, lagging=not snapshot)
         if movements:
             report.tenants.add(instance.tenant_id)
             await uow.add_audit(
@@ -398,6 +412,16 @@ class IngestionService:
                 },
                 warehouse_id=instance.warehouse_id,
             )
+
+    def _progressed(self, connector_id: str, occurred: datetime, *, lagging: bool) -> None:
+        """Note an applied change; events (not snapshots, whose time is the WMS's clock of
+        the whole state) also move the smoothed lag."""
+        progress = self.progress.setdefault(connector_id, SyncProgress())
+        if lagging:
+            lag = max(0.0, (datetime.now(UTC) - occurred).total_seconds() * 1000)
+            progress.lag_ms = lag if progress.lag_ms is None else 0.8 * progress.lag_ms + 0.2 * lag
+        if progress.last_event_at is None or occurred > progress.last_event_at:
+            progress.last_event_at = occurred
 
     async def _exception(
         self,

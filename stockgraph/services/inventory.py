@@ -11,7 +11,7 @@ from aiodataloader import DataLoader
 
 from stockgraph.domain.availability import SkuAvailability, WarehouseStock, aggregate_availability
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
-from stockgraph.domain.model import GeoPoint, StockLevel, Warehouse
+from stockgraph.domain.model import GeoPoint, LevelSource, StockLevel, Warehouse
 from stockgraph.services.catalog import CatalogService
 from stockgraph.services.ports import StockReader
 
@@ -80,7 +80,11 @@ class InventoryService:
             if old:
                 fresh = dict(zip(old, await live.load_many(old), strict=True))
                 rows = [fresh.get((lv.warehouse_id, lv.sku)) or lv for lv in rows]
-        return [LevelAnswer(level, too_old(level)) for level in rows]
+        # A level the WMS has just answered for is fresh, whatever its own clock says.
+        return [
+            LevelAnswer(level, level.source is not LevelSource.LIVE and too_old(level))
+            for level in rows
+        ]
 
     async def availability(
         self,

@@ -98,6 +98,7 @@ HARNESSES = [
             "endpoint": "http://wms/graphql",
             "access_token": "conformance-token",
             "webhook_secrets": [SECRET],
+            "rate_limit": {"rate": 10_000, "burst": 100_000},  # the simulator's plan
         },
         push=True,
     ),
@@ -343,3 +344,25 @@ async def test_a_full_sync_and_a_live_read_at_once_do_not_collide(wired: Wired) 
     assert report.exceptions == 0
     assert len(live) == len(SKUS)
     await wired.compare()
+
+
+async def test_sync_health_shows_each_instance_and_what_goes_wrong(wired: Wired) -> None:
+    from stockgraph.connectors.errors import ConnectorError
+
+    await wired.runtime.sync.full_sync(wired.instance)
+    query = (
+        "{ syncHealth { connectorId dialect circuitState budgetRemaining lastEventAt lagMs"
+        " errorRate riskScore lastError warehouse { code } } }"
+    )
+    healthy = (await _graphql(wired, query))["data"]["syncHealth"]
+    assert [h["connectorId"] for h in healthy] == [CONNECTOR_ID]
+    assert healthy[0]["dialect"] == wired.harness.name
+    assert healthy[0]["circuitState"] == "CLOSED"
+    assert healthy[0]["errorRate"] == 0 and healthy[0]["riskScore"] < 0.5
+    assert healthy[0]["lastEventAt"] is not None and healthy[0]["warehouse"] == {"code": "WH-00"}
+    wired.wms.faults.update({"error_rate": 1.0})
+    with pytest.raises(ConnectorError):
+        await wired.instance.connector.fetch_levels(["W-0001"])
+    failing = (await _graphql(wired, query))["data"]["syncHealth"][0]
+    assert failing["errorRate"] > 0 and failing["riskScore"] > healthy[0]["riskScore"]
+    assert failing["lastError"]

@@ -73,6 +73,7 @@ CASES: dict[str, tuple[str, dict[str, Any], Any]] = {
         {},
         {"syncExceptions": {"edges": []}},
     ),
+    "syncHealth": ("{ syncHealth { connectorId } }", {}, {"syncHealth": []}),
     "_service": ("{ _service { sdl } }", {}, None),
 }
 
