@@ -80,6 +80,8 @@ def build_schema(limits: SchemaLimits | None = None) -> StockgraphSchema:
     ]
     return StockgraphSchema(
         query=Query,
+        # Only @key is used; 2.3 composes with every Federation 2 gateway still in service.
+        federation_version="2.3",
         scalar_overrides={datetime: DateTime},
         config=StrawberryConfig(auto_camel_case=True),
         execution_context_class=PlainFieldExecutor,
