@@ -34,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -58,6 +60,24 @@ from stockgraph.connectors.retry import RetryPolicy
 ResponseCheck = Callable[[httpx.Response], None]
 """A dialect's reading of an answer whose status says success: raises a ``ConnectorError``
 when the body says otherwise (a GraphQL ``THROTTLED`` error, an EDI rejection)."""
+
+
+_CALLER_DEADLINE: ContextVar[float | None] = ContextVar("stockgraph_call_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Calls made inside wait at most ``seconds`` from now for budget, Retry-After or backoff.
+
+    A caller that would rather answer from what it has than wait (a live read inside a
+    storefront request, say) sets this; a call that cannot start in time raises
+    :class:`~stockgraph.connectors.errors.RateLimited` at once instead of waiting.
+    """
+    token = _CALLER_DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _CALLER_DEADLINE.reset(token)
 
 
 def retry_after_seconds(
@@ -195,6 +215,9 @@ class InstanceRuntime:
         """
         self._budget.units(cost)
         wait = self.max_wait if max_wait is None else max_wait
+        caller = _CALLER_DEADLINE.get()
+        if caller is not None:
+            wait = max(0.0, min(wait, caller - time.monotonic()))
         if not (math.isfinite(wait) and wait >= 0):
             raise ValueError(f"max_wait must be a number >= 0, not {wait!r}")
         deadline = self._clock() + wait

@@ -24,6 +24,7 @@ from aiodataloader import DataLoader
 
 from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
 from stockgraph.connectors.errors import ConnectorError
+from stockgraph.connectors.runtime import deadline
 from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import LevelSource, MovementCause, StockLevel
@@ -51,6 +52,7 @@ class LiveReads:
         unit_of_work: Callable[[], UnitOfWork],
         stock: StockReader,
         timeout_seconds: float = 2.0,
+        wait_seconds: float = 0.1,
         on_change: Callable[[TenantId], None] = lambda _t: None,
     ) -> None:
         self._instances = instances
@@ -58,6 +60,7 @@ class LiveReads:
         self._uow = unit_of_work
         self._stock = stock
         self._timeout = timeout_seconds
+        self._wait = wait_seconds
         self._on_change = on_change
         self.calls = 0
 
@@ -109,10 +112,14 @@ class LiveReads:
         chunks = [codes[i : i + batch] for i in range(0, len(codes), batch)]
         try:
             self.calls += len(chunks)
-            results = await asyncio.wait_for(
-                asyncio.gather(*(instance.connector.fetch_levels(c) for c in chunks)),
-                timeout=self._timeout,
-            )
+            # Waiting for the instance's budget (its rate limit, a Retry-After, a backoff)
+            # is bounded tighter than the call itself: a storefront would rather have the
+            # projection now, marked stale, than a live answer late.
+            with deadline(self._wait):
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(instance.connector.fetch_levels(c) for c in chunks)),
+                    timeout=self._timeout,
+                )
         except (ConnectorError, TimeoutError) as exc:
             log.info("live read from %s failed: %s", instance.connector_id, exc)
             return None

@@ -366,3 +366,17 @@ async def test_sync_health_shows_each_instance_and_what_goes_wrong(wired: Wired)
     failing = (await _graphql(wired, query))["data"]["syncHealth"][0]
     assert failing["errorRate"] > 0 and failing["riskScore"] > healthy[0]["riskScore"]
     assert failing["lastError"]
+
+
+async def test_a_live_read_does_not_wait_out_a_spent_budget(wired: Wired) -> None:
+    import time
+
+    await wired.runtime.sync.full_sync(wired.instance)
+    wired.instance.connector._runtime.budget.pause(30)  # as after a Retry-After: 30
+    started = time.monotonic()
+    body = await _graphql(
+        wired, '{ inventoryLevels(skus: ["SKU-00001"], maxAge: 0) { source stale } }'
+    )
+    assert time.monotonic() - started < 1.0
+    levels = body["data"]["inventoryLevels"]
+    assert levels and all(lv == {"source": "PROJECTION", "stale": True} for lv in levels)
