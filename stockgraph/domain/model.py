@@ -150,3 +150,18 @@ class SyncExceptionRecord:
     raw: str
     created_at: datetime
     resolved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit event: what happened, who did it, why, tied to its cause."""
+
+    tenant_id: TenantId
+    kind: str
+    actor: str
+    correlation_id: CorrelationId
+    message: str
+    detail: Mapping[str, object]
+    sku: Sku | None = None
+    warehouse_id: WarehouseId | None = None
+    reference: str | None = None

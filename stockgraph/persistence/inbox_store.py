@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,29 +32,83 @@ class InboxItem:
 
 
 class SqlInbox:
-    """Implements the services' ``Inbox`` port."""
+    """Implements the services' ``Inbox`` port, committing concurrent receipts together.
+
+    Each :meth:`add` waits until its row is committed, but receipts that arrive while a
+    commit is in flight share the next one (group commit): under a burst of webhooks the
+    database sees one transaction per batch, not one per webhook.
+    """
 
     def __init__(self, *, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._queue: list[tuple[dict[str, object], asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def add(
         self, *, tenant_id: TenantId, connector_id: str, event_id: str, body: bytes
     ) -> bool:
         """Keep a received event; False when the same event was received before."""
+        row: dict[str, object] = {
+            "tenant_id": tenant_id,
+            "connector_id": connector_id,
+            "event_id": event_id,
+            "received_at": datetime.now(UTC),
+            "body": body,
+            "status": PENDING,
+            "applied_at": None,
+            "error": None,
+        }
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((row, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._insert([row for row, _ in batch])
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), added in zip(batch, results, strict=True):
+                if not done.done():
+                    done.set_result(added)
+
+    async def _insert(self, rows: list[dict[str, object]]) -> list[bool]:
+        keys = [(str(r["connector_id"]), str(r["event_id"])) for r in rows]
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(
-                    insert(_inbox).values(
-                        tenant_id=tenant_id,
-                        connector_id=connector_id,
-                        event_id=event_id,
-                        received_at=datetime.now(UTC),
-                        body=body,
-                        status=PENDING,
-                        applied_at=None,
-                        error=None,
+                existing = {
+                    (c, e)
+                    for c, e in await conn.execute(
+                        select(_inbox.c.connector_id, _inbox.c.event_id).where(
+                            tuple_(_inbox.c.connector_id, _inbox.c.event_id).in_(set(keys))
+                        )
                     )
-                )
+                }
+                fresh: list[dict[str, object]] = []
+                added: list[bool] = []
+                for key, row in zip(keys, rows, strict=True):
+                    new = key not in existing
+                    existing.add(key)
+                    added.append(new)
+                    if new:
+                        fresh.append(row)
+                if fresh:
+                    await conn.execute(insert(_inbox), fresh)
+            return added
+        except IntegrityError:
+            # Another process kept one of them meanwhile: settle the batch row by row.
+            return [await self._insert_one(row) for row in rows]
+
+    async def _insert_one(self, row: dict[str, object]) -> bool:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(_inbox).values(**row))
         except IntegrityError:
             return False
         return True

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
-from stockgraph.domain.model import StockLevel, StockMovement
+from stockgraph.domain.model import AuditEntry, StockLevel, StockMovement
 from stockgraph.domain.quantities import QUANTITY_NAMES, StockQuantities
 from stockgraph.persistence.models import (
     AuditEventRow,
@@ -263,9 +263,38 @@ class SqlUnitOfWork:
             )
         )
 
-    async def finish_inbox(self, inbox_id: int, *, status: str, error: str | None = None) -> None:
+    async def add_audits(self, entries: Sequence[AuditEntry]) -> None:
+        """Append audit events, in one statement."""
+        if not entries:
+            return
+        now = datetime.now(UTC)
+        await self._c.execute(
+            insert(_audit),
+            [
+                {
+                    "tenant_id": e.tenant_id,
+                    "occurred_at": now,
+                    "kind": e.kind,
+                    "actor": e.actor,
+                    "correlation_id": e.correlation_id,
+                    "sku": e.sku,
+                    "warehouse_id": e.warehouse_id,
+                    "order_id": None,
+                    "reference": e.reference,
+                    "message": e.message,
+                    "detail": dict(e.detail),
+                }
+                for e in entries
+            ],
+        )
+
+    async def finish_inbox(
+        self, inbox_ids: Sequence[int], *, status: str, error: str | None = None
+    ) -> None:
+        if not inbox_ids:
+            return
         await self._c.execute(
             update(_inbox)
-            .where(_inbox.c.id == inbox_id)
+            .where(_inbox.c.id.in_(list(inbox_ids)))
             .values(status=status, error=error, applied_at=datetime.now(UTC))
         )

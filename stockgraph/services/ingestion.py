@@ -34,7 +34,7 @@ from stockgraph.connectors.signing import verify
 from stockgraph.domain.errors import ConcurrentChange, DomainError
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping, MappedLevel, Unmappable
-from stockgraph.domain.model import MovementCause, StockLevel, StockMovement
+from stockgraph.domain.model import AuditEntry, MovementCause, StockLevel, StockMovement
 from stockgraph.domain.quantities import StockQuantities, with_physical
 
 log = logging.getLogger("stockgraph.ingestion")
@@ -142,8 +142,9 @@ class UnitOfWork(Protocol):
         reason: str,
         raw: str,
     ) -> None: ...
+    async def add_audits(self, entries: Sequence[AuditEntry]) -> None: ...
     async def finish_inbox(
-        self, inbox_id: int, *, status: str, error: str | None = None
+        self, inbox_ids: Sequence[int], *, status: str, error: str | None = None
     ) -> None: ...
 
 
@@ -228,40 +229,51 @@ class IngestionService:
         return Receipt.ACCEPTED if added else Receipt.DUPLICATE
 
     async def apply_pending(self, *, limit: int = 200) -> ApplyReport:
-        """Apply received events, oldest first; returns what was done."""
+        """Apply received events, oldest first, one transaction per instance and round."""
         report = ApplyReport()
+        groups: dict[str, list[InboxEntry]] = {}
         for entry in await self._inbox.pending(limit):
+            groups.setdefault(entry.connector_id, []).append(entry)
+        for connector_id, entries in groups.items():
             try:
-                async with self.lock(entry.connector_id):
-                    await self._apply_entry(entry, report)
+                async with self.lock(connector_id):
+                    await self._apply_entries(connector_id, entries, report)
             except ConcurrentChange as exc:
-                log.info("%s: %s; it stays in the inbox for the next round", entry.event_id, exc)
-                break
-            report.entries += 1
+                log.info(
+                    "%s: %s; its events stay in the inbox for the next round", connector_id, exc
+                )
+                continue
+            report.entries += len(entries)
         for tenant in report.tenants:
             self._on_change(tenant)
         return report
 
-    async def _apply_entry(self, entry: InboxEntry, report: ApplyReport) -> None:
-        instance = self._instances(entry.connector_id)
+    async def _apply_entries(
+        self, connector_id: str, entries: Sequence[InboxEntry], report: ApplyReport
+    ) -> None:
+        instance = self._instances(connector_id)
         async with self._uow() as uow:
             if instance is None:
-                await self._quarantine(
-                    uow, entry, "UNKNOWN_CONNECTOR", "the instance is no longer configured"
-                )
-            else:
+                for entry in entries:
+                    await self._quarantine(
+                        uow, entry, "UNKNOWN_CONNECTOR", "the instance is no longer configured"
+                    )
+                await uow.commit()
+                return
+            events: list[WmsEvent] = []
+            parsed: list[int] = []
+            for entry in entries:
                 try:
-                    events = instance.connector.parse_webhook(entry.body)
+                    events += instance.connector.parse_webhook(entry.body)
                 except (MalformedPayload, ConnectorError) as exc:
                     await self._quarantine(uow, entry, "MALFORMED", str(exc))
                     report.exceptions += 1
-                    await uow.commit()
-                    return
-                for event in sorted(events, key=lambda e: e.sequence):
-                    await self.apply_event(
-                        uow, instance, event, cause=MovementCause.WEBHOOK, report=report
-                    )
-                await uow.finish_inbox(entry.id, status="APPLIED")
+                    continue
+                parsed.append(entry.id)
+            await self.apply_events(
+                uow, instance, events, cause=MovementCause.WEBHOOK, report=report
+            )
+            await uow.finish_inbox(parsed, status="APPLIED")
             await uow.commit()
 
     async def _quarantine(self, uow: UnitOfWork, entry: InboxEntry, code: str, reason: str) -> None:
@@ -273,7 +285,7 @@ class IngestionService:
             reason=reason,
             raw=entry.body.decode("utf-8", "replace"),
         )
-        await uow.finish_inbox(entry.id, status="QUARANTINED", error=f"{code}: {reason}")
+        await uow.finish_inbox([entry.id], status="QUARANTINED", error=f"{code}: {reason}")
 
     async def apply_event(
         self,
@@ -284,134 +296,158 @@ class IngestionService:
         cause: MovementCause,
         report: ApplyReport,
     ) -> None:
-        """Apply one event's levels inside ``uow``: newer ones only, each with its ledger row."""
-        correlation = CorrelationId(uuid.uuid4().hex)
-        mapped: list[tuple[WmsLevel, MappedLevel]] = []
-        for level in event.levels:
-            result = instance.mapping.level(
-                level.wms_sku,
-                level.location,
-                level.unit,
-                level.on_hand,
-                damaged=level.damaged,
-                quality_control=level.quality_control,
-                incoming=level.incoming,
-            )
-            if isinstance(result, Unmappable):
-                await self._exception(uow, instance, event, result.code, result.reason, level)
-                report.exceptions += 1
-            elif result.warehouse_code != instance.warehouse_code:
-                reason = f"location {level.location!r} is not this instance's warehouse"
-                await self._exception(uow, instance, event, "UNKNOWN_LOCATION", reason, level)
-                report.exceptions += 1
-            else:
-                mapped.append((level, result))
-        known = await uow.known_skus(instance.tenant_id, [m.sku for _, m in mapped])
-        wanted: list[tuple[WmsLevel, MappedLevel]] = []
-        for raw, ours in mapped:
-            if ours.sku in known:
-                wanted.append((raw, ours))
-            else:
-                reason = f"WMS SKU {raw.wms_sku!r} maps to {ours.sku}, which is not an item"
-                await self._exception(uow, instance, event, "UNKNOWN_SKU", reason, raw)
-                report.exceptions += 1
+        """Apply one event inside ``uow`` (see :meth:`apply_events`)."""
+        await self.apply_events(uow, instance, [event], cause=cause, report=report)
+
+    async def apply_events(
+        self,
+        uow: UnitOfWork,
+        instance: ConnectorInstance,
+        events: Sequence[WmsEvent],
+        *,
+        cause: MovementCause,
+        report: ApplyReport,
+    ) -> None:
+        """Apply events of one instance inside ``uow``, in WMS order, newer levels only.
+
+        However many events and levels, the levels are read once, written once and their
+        ledger rows and audit events appended once.
+        """
+        plan: list[tuple[WmsEvent, list[tuple[WmsLevel, MappedLevel]]]] = []
+        for event in sorted(events, key=lambda e: e.sequence):
+            mapped: list[tuple[WmsLevel, MappedLevel]] = []
+            for level in event.levels:
+                result = instance.mapping.level(
+                    level.wms_sku,
+                    level.location,
+                    level.unit,
+                    level.on_hand,
+                    damaged=level.damaged,
+                    quality_control=level.quality_control,
+                    incoming=level.incoming,
+                )
+                if isinstance(result, Unmappable):
+                    await self._exception(uow, instance, event, result.code, result.reason, level)
+                    report.exceptions += 1
+                elif result.warehouse_code != instance.warehouse_code:
+                    reason = f"location {level.location!r} is not this instance's warehouse"
+                    await self._exception(uow, instance, event, "UNKNOWN_LOCATION", reason, level)
+                    report.exceptions += 1
+                else:
+                    mapped.append((level, result))
+            plan.append((event, mapped))
+        skus = sorted({ours.sku for _, mapped in plan for _, ours in mapped})
+        known = await uow.known_skus(instance.tenant_id, skus)
         held = await uow.levels_for_update(
-            instance.tenant_id, instance.warehouse_id, [ours.sku for _, ours in wanted]
+            instance.tenant_id, instance.warehouse_id, [s for s in skus if s in known]
         )
         state = {sku: level for sku, (level, _version) in held.items()}
         writes: dict[Sku, tuple[StockLevel, int | None]] = {}
         movements: list[StockMovement] = []
+        audits: list[AuditEntry] = []
         actor = f"wms:{instance.connector_id}"
-        occurred = event.occurred_at.astimezone(UTC)
-        # A snapshot is the WMS's state as of its sequence: at an equal sequence it still
-        # wins, since a difference there is stock that changed without any event (drift).
-        snapshot = event.kind is EventKind.SNAPSHOT
-        for raw, ours in wanted:
-            sequence = raw.sequence if raw.sequence is not None else event.sequence
-            current = state.get(ours.sku)
-            held_sequence = current.source_sequence if current is not None else None
-            if held_sequence is not None and (
-                held_sequence > sequence or (held_sequence == sequence and not snapshot)
-            ):
-                report.stale += 1
-                continue
-            try:
-                quantities, shortfall = with_physical(
-                    current.quantities if current else None,
-                    on_hand=ours.on_hand,
-                    damaged=ours.damaged,
-                    quality_control=ours.quality_control,
-                    incoming=ours.incoming,
-                )
-            except DomainError as exc:
-                await self._exception(uow, instance, event, exc.code, str(exc), raw)
-                report.exceptions += 1
-                continue
-            new_level = StockLevel(
-                tenant_id=instance.tenant_id,
-                warehouse_id=instance.warehouse_id,
-                sku=ours.sku,
-                quantities=quantities,
-                as_of=occurred,
-                source_sequence=sequence,
-            )
-            before = current.quantities if current else StockQuantities.ZERO
-            state[ours.sku] = new_level
-            read = held.get(ours.sku)
-            writes[ours.sku] = (new_level, read[1] if read else None)
-            delta = before.delta_to(quantities)
-            if delta.is_zero():
-                report.unchanged += 1
-                continue
-            report.applied += 1
-            movements.append(
-                StockMovement(
-                    level=new_level,
-                    delta=delta,
-                    cause=cause,
-                    correlation_id=correlation,
-                    actor=actor,
-                    occurred_at=occurred,
-                    reason=_CAUSE_REASON.get(event.kind),
-                    reference=f"wms://{instance.connector_id}/events/{event.event_id}",
-                )
-            )
-            if shortfall:
-                await uow.add_audit(
+        for event, mapped in plan:
+            correlation = CorrelationId(uuid.uuid4().hex)
+            occurred = event.occurred_at.astimezone(UTC)
+            # A snapshot is the WMS's state as of its sequence: at an equal sequence it still
+            # wins, since a difference there is stock that changed without any event (drift).
+            snapshot = event.kind is EventKind.SNAPSHOT
+            applied = 0
+            for raw, ours in mapped:
+                if ours.sku not in known:
+                    reason = f"WMS SKU {raw.wms_sku!r} maps to {ours.sku}, which is not an item"
+                    await self._exception(uow, instance, event, "UNKNOWN_SKU", reason, raw)
+                    report.exceptions += 1
+                    continue
+                sequence = raw.sequence if raw.sequence is not None else event.sequence
+                current = state.get(ours.sku)
+                held_sequence = current.source_sequence if current is not None else None
+                if held_sequence is not None and (
+                    held_sequence > sequence or (held_sequence == sequence and not snapshot)
+                ):
+                    report.stale += 1
+                    continue
+                try:
+                    quantities, shortfall = with_physical(
+                        current.quantities if current else None,
+                        on_hand=ours.on_hand,
+                        damaged=ours.damaged,
+                        quality_control=ours.quality_control,
+                        incoming=ours.incoming,
+                    )
+                except DomainError as exc:
+                    await self._exception(uow, instance, event, exc.code, str(exc), raw)
+                    report.exceptions += 1
+                    continue
+                new_level = StockLevel(
                     tenant_id=instance.tenant_id,
-                    kind="OVERCOMMITTED",
-                    actor=actor,
-                    correlation_id=correlation,
-                    message=(
-                        f"{ours.sku} at {instance.warehouse_code}: the WMS holds {shortfall} "
-                        "less than is committed and reserved"
-                    ),
-                    detail={"shortfall": shortfall, "event_id": event.event_id},
-                    sku=ours.sku,
                     warehouse_id=instance.warehouse_id,
+                    sku=ours.sku,
+                    quantities=quantities,
+                    as_of=occurred,
+                    source_sequence=sequence,
                 )
+                before = current.quantities if current else StockQuantities.ZERO
+                state[ours.sku] = new_level
+                read = held.get(ours.sku)
+                writes[ours.sku] = (new_level, read[1] if read else None)
+                delta = before.delta_to(quantities)
+                if delta.is_zero():
+                    report.unchanged += 1
+                    continue
+                report.applied += 1
+                applied += 1
+                movements.append(
+                    StockMovement(
+                        level=new_level,
+                        delta=delta,
+                        cause=cause,
+                        correlation_id=correlation,
+                        actor=actor,
+                        occurred_at=occurred,
+                        reason=_CAUSE_REASON.get(event.kind),
+                        reference=f"wms://{instance.connector_id}/events/{event.event_id}",
+                    )
+                )
+                if shortfall:
+                    audits.append(
+                        AuditEntry(
+                            tenant_id=instance.tenant_id,
+                            kind="OVERCOMMITTED",
+                            actor=actor,
+                            correlation_id=correlation,
+                            message=(
+                                f"{ours.sku} at {instance.warehouse_code}: the WMS holds "
+                                f"{shortfall} less than is committed and reserved"
+                            ),
+                            detail={"shortfall": shortfall, "event_id": event.event_id},
+                            sku=ours.sku,
+                            warehouse_id=instance.warehouse_id,
+                        )
+                    )
+            if applied:
+                report.tenants.add(instance.tenant_id)
+                audits.append(
+                    AuditEntry(
+                        tenant_id=instance.tenant_id,
+                        kind="STOCK_SYNCED",
+                        actor=actor,
+                        correlation_id=correlation,
+                        message=f"{event.kind.value} {event.event_id}: {applied} level(s) applied",
+                        detail={
+                            "connector_id": instance.connector_id,
+                            "event_id": event.event_id,
+                            "sequence": event.sequence,
+                            "kind": event.kind.value,
+                            "cause": cause.value,
+                        },
+                        warehouse_id=instance.warehouse_id,
+                    )
+                )
+            self._progressed(instance.connector_id, occurred, lagging=not snapshot)
         await uow.save_levels(list(writes.values()))
         await uow.add_movements(movements)
-        self._progressed(instance.connector_id, occurred, lagging=not snapshot)
-        if movements:
-            report.tenants.add(instance.tenant_id)
-            await uow.add_audit(
-                tenant_id=instance.tenant_id,
-                kind="STOCK_SYNCED",
-                actor=actor,
-                correlation_id=correlation,
-                message=(
-                    f"{event.kind.value} {event.event_id} applied to {len(movements)} level(s)"
-                ),
-                detail={
-                    "connector_id": instance.connector_id,
-                    "event_id": event.event_id,
-                    "sequence": event.sequence,
-                    "kind": event.kind.value,
-                    "cause": cause.value,
-                },
-                warehouse_id=instance.warehouse_id,
-            )
+        await uow.add_audits(audits)
 
     def _progressed(self, connector_id: str, occurred: datetime, *, lagging: bool) -> None:
         """Note an applied change; events (not snapshots, whose time is the WMS's clock of
