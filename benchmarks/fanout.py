@@ -35,7 +35,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -44,13 +43,14 @@ import tempfile
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+from _shared import cpu_ticks, free_port, log, pinned, terminate_as_interrupt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -85,32 +85,6 @@ PLAIN_LEVELS_DOCUMENT = (
 
 class BenchmarkError(Exception):
     """A condition that makes the measurement meaningless: the run stops with this message."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(cmd: list[str], cpus: str | None) -> list[str]:
-    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
-
-
-def cpu_ticks(pid: int | None) -> int | None:
-    """utime + stime of ``pid`` (all its threads) in clock ticks, or None if unreadable."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def cpu_ms(before: int | None, after: int | None) -> float | None:
@@ -1246,18 +1220,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.skip_fanout and args.skip_ingest:
         p.error("nothing to do with both --skip-fanout and --skip-ingest")
     return args
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def checkout() -> str:

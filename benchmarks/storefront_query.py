@@ -30,19 +30,18 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from _shared import cpu_ticks, free_port, log, pinned, terminate_as_interrupt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PEER = REPO_ROOT.parent / "shared" / "bench" / "peer_strawberry.py"
@@ -239,16 +238,6 @@ class StockgraphAuth:
 # Servers started here
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(cmd: list[str], cpus: str | None) -> list[str]:
-    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
-
-
 def start_server(server: Server, cmd: list[str], logs: Path, ready_timeout_s: float = 60.0) -> None:
     """Start ``cmd`` and wait until ``server`` answers a GraphQL-shaped POST."""
     server.log_path = logs / f"{server.key}.log"
@@ -296,18 +285,6 @@ def tail(path: Path | None, lines: int = 20) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Process figures from /proc
-
-
-def cpu_ticks(pid: int | None) -> int | None:
-    """utime + stime of ``pid`` (all its threads) in clock ticks, or None if unreadable."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def cpus_allowed(pid: int | None) -> str | None:
@@ -845,10 +822,6 @@ def versions() -> dict[str, str]:
     return found
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     default_python = REPO_ROOT / ".venv" / "bin" / "python"
     two_cores = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
@@ -941,18 +914,6 @@ def resolve_stockgraph_pid(spec: str | None, base_url: str) -> int | None:
     if found is None:
         raise BenchmarkError(f"--stockgraph-pid auto: no process on this host listens on {port}")
     return found
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
