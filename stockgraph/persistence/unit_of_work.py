@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from stockgraph.domain.errors import ConcurrentChange
-from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
+from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import AuditEntry, StockLevel, StockMovement
 from stockgraph.domain.quantities import QUANTITY_NAMES, StockQuantities
 from stockgraph.persistence.models import (
@@ -209,35 +209,6 @@ class SqlUnitOfWork:
                 }
                 for m in movements
             ],
-        )
-
-    async def add_audit(
-        self,
-        *,
-        tenant_id: TenantId,
-        kind: str,
-        actor: str,
-        correlation_id: CorrelationId,
-        message: str,
-        detail: dict[str, Any],
-        sku: Sku | None = None,
-        warehouse_id: WarehouseId | None = None,
-        reference: str | None = None,
-    ) -> None:
-        await self._c.execute(
-            insert(_audit).values(
-                tenant_id=tenant_id,
-                occurred_at=datetime.now(UTC),
-                kind=kind,
-                actor=actor,
-                correlation_id=correlation_id,
-                sku=sku,
-                warehouse_id=warehouse_id,
-                order_id=None,
-                reference=reference,
-                message=message,
-                detail=detail,
-            )
         )
 
     async def add_exception(

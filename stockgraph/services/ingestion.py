@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
 import orjson
 
@@ -119,19 +119,6 @@ class UnitOfWork(Protocol):
     ) -> dict[Sku, tuple[StockLevel, int]]: ...
     async def save_levels(self, levels: Sequence[tuple[StockLevel, int | None]]) -> None: ...
     async def add_movements(self, movements: Sequence[StockMovement]) -> None: ...
-    async def add_audit(
-        self,
-        *,
-        tenant_id: TenantId,
-        kind: str,
-        actor: str,
-        correlation_id: CorrelationId,
-        message: str,
-        detail: dict[str, Any],
-        sku: Sku | None = None,
-        warehouse_id: WarehouseId | None = None,
-        reference: str | None = None,
-    ) -> None: ...
     async def add_exception(
         self,
         *,

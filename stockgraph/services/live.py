@@ -62,7 +62,6 @@ class LiveReads:
         self._timeout = timeout_seconds
         self._wait = wait_seconds
         self._on_change = on_change
-        self.calls = 0
 
     def loader(self, tenant_id: TenantId) -> DataLoader[LiveKey, StockLevel | None]:
         """A per-request loader: ``(warehouse id, SKU)`` → a live level, or None."""
@@ -111,7 +110,6 @@ class LiveReads:
         batch = instance.connector.spec.max_batch
         chunks = [codes[i : i + batch] for i in range(0, len(codes), batch)]
         try:
-            self.calls += len(chunks)
             # Waiting for the instance's budget (its rate limit, a Retry-After, a backoff)
             # is bounded tighter than the call itself: a storefront would rather have the
             # projection now, marked stale, than a live answer late.
