@@ -105,15 +105,15 @@ def test_serve_syncs_a_simulated_fleet_of_every_dialect(tmp_path: Path) -> None:
             f"{base}/graphql",
             json={
                 "query": '{ inventoryLevels(skus: ["SKU-00003"], maxAge: 0) '
-                "{ warehouse { code } source } }"
+                "{ warehouse { code } source stale } }"
             },
             headers={"X-API-Key": key},
         ).json()["data"]["inventoryLevels"]
-        assert {lv["warehouse"]["code"] for lv in live if lv["source"] == "LIVE"} == {
-            "SIM-R",
-            "SIM-G",
-            "SIM-X",
-        }
+        by_code = {lv["warehouse"]["code"]: lv for lv in live}
+        assert by_code["SIM-R"]["source"] == by_code["SIM-G"]["source"] == "LIVE"
+        # The EDI mailbox spends its one call per interval on polls; a live read that finds
+        # it spent answers from the projection, marked stale, rather than wait.
+        assert by_code["SIM-X"]["source"] == "LIVE" or by_code["SIM-X"]["stale"] is True
     finally:
         for process in (serve, simulate):
             if process is not None and process.poll() is None:
