@@ -165,3 +165,16 @@ async def test_operators_see_their_own_sync_exceptions_and_nobody_else_does(worl
     assert other.data["syncExceptions"]["edges"] == []
     reader = await run(world.runtime, query, {"after": None}, scopes={Scope.INVENTORY_READ})
     assert reader.codes == ["FORBIDDEN"]
+
+
+async def test_concurrent_deliveries_of_one_event_are_kept_once(world: World) -> None:
+    import asyncio
+
+    receipts = await asyncio.gather(
+        *(world.deliver("same", 9, [{"sku": "W2", "qty": 9}]) for _ in range(5)),
+        *(world.deliver(f"other-{i}", 10 + i, [{"sku": "W2", "qty": i}]) for i in range(5)),
+    )
+    assert receipts[:5].count(Receipt.ACCEPTED) == 1
+    assert receipts[:5].count(Receipt.DUPLICATE) == 4
+    assert receipts[5:] == [Receipt.ACCEPTED] * 5
+    assert await world.scalar("SELECT count(*) FROM inbox_events") == 6
