@@ -22,8 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from types import TracebackType
-from typing import Protocol, Self
 
 import orjson
 
@@ -36,6 +34,7 @@ from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping, MappedLevel, Unmappable
 from stockgraph.domain.model import AuditEntry, MovementCause, StockLevel, StockMovement
 from stockgraph.domain.quantities import StockQuantities, with_physical
+from stockgraph.services.ports import Inbox, InboxEntry, UnitOfWork
 
 log = logging.getLogger("stockgraph.ingestion")
 
@@ -77,62 +76,6 @@ class SyncProgress:
     last_event_at: datetime | None = None
     lag_ms: float | None = None
     """Time from the WMS's event to its being applied here, smoothed."""
-
-
-class InboxEntry(Protocol):
-    @property
-    def id(self) -> int: ...
-    @property
-    def tenant_id(self) -> TenantId: ...
-    @property
-    def connector_id(self) -> str: ...
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def body(self) -> bytes: ...
-
-
-class Inbox(Protocol):
-    async def add(
-        self, *, tenant_id: TenantId, connector_id: str, event_id: str, body: bytes
-    ) -> bool:
-        """Keep a received event; False when the same event was received before."""
-
-    async def pending(self, limit: int) -> Sequence[InboxEntry]:
-        """Received events not applied yet, oldest first."""
-
-
-class UnitOfWork(Protocol):
-    """One transaction: everything written through it commits together or not at all."""
-
-    async def __aenter__(self) -> Self: ...
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-    async def commit(self) -> None: ...
-    async def known_skus(self, tenant_id: TenantId, skus: Sequence[Sku]) -> set[Sku]: ...
-    async def levels_for_update(
-        self, tenant_id: TenantId, warehouse_id: WarehouseId, skus: Sequence[Sku]
-    ) -> dict[Sku, tuple[StockLevel, int]]: ...
-    async def save_levels(self, levels: Sequence[tuple[StockLevel, int | None]]) -> None: ...
-    async def add_movements(self, movements: Sequence[StockMovement]) -> None: ...
-    async def add_exception(
-        self,
-        *,
-        tenant_id: TenantId,
-        connector_id: str,
-        event_id: str | None,
-        code: str,
-        reason: str,
-        raw: str,
-    ) -> None: ...
-    async def add_audits(self, entries: Sequence[AuditEntry]) -> None: ...
-    async def finish_inbox(
-        self, inbox_ids: Sequence[int], *, status: str, error: str | None = None
-    ) -> None: ...
 
 
 @dataclass

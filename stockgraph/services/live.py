@@ -28,13 +28,8 @@ from stockgraph.connectors.runtime import deadline
 from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import LevelSource, MovementCause, StockLevel
-from stockgraph.services.ingestion import (
-    ApplyReport,
-    ConnectorInstance,
-    IngestionService,
-    UnitOfWork,
-)
-from stockgraph.services.ports import StockReader
+from stockgraph.services.ingestion import ApplyReport, ConnectorInstance, IngestionService
+from stockgraph.services.ports import StockReader, UnitOfWork
 
 log = logging.getLogger("stockgraph.live")
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.model import (
+    AuditEntry,
     InitialStock,
     Item,
     StockLevel,
+    StockMovement,
     StockTotals,
     Warehouse,
     WarehouseSpec,
@@ -87,3 +90,59 @@ class StockWriter(Protocol):
 
         Levels that already exist are left alone; returns how many were created.
         """
+
+
+class InboxEntry(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def tenant_id(self) -> TenantId: ...
+    @property
+    def connector_id(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+
+
+class Inbox(Protocol):
+    async def add(
+        self, *, tenant_id: TenantId, connector_id: str, event_id: str, body: bytes
+    ) -> bool:
+        """Keep a received event; False when the same event was received before."""
+
+    async def pending(self, limit: int) -> Sequence[InboxEntry]:
+        """Received events not applied yet, oldest first."""
+
+
+class UnitOfWork(Protocol):
+    """One transaction: everything written through it commits together or not at all."""
+
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    async def commit(self) -> None: ...
+    async def known_skus(self, tenant_id: TenantId, skus: Sequence[Sku]) -> set[Sku]: ...
+    async def levels_for_update(
+        self, tenant_id: TenantId, warehouse_id: WarehouseId, skus: Sequence[Sku]
+    ) -> dict[Sku, tuple[StockLevel, int]]: ...
+    async def save_levels(self, levels: Sequence[tuple[StockLevel, int | None]]) -> None: ...
+    async def add_movements(self, movements: Sequence[StockMovement]) -> None: ...
+    async def add_exception(
+        self,
+        *,
+        tenant_id: TenantId,
+        connector_id: str,
+        event_id: str | None,
+        code: str,
+        reason: str,
+        raw: str,
+    ) -> None: ...
+    async def add_audits(self, entries: Sequence[AuditEntry]) -> None: ...
+    async def finish_inbox(
+        self, inbox_ids: Sequence[int], *, status: str, error: str | None = None
+    ) -> None: ...

@@ -20,12 +20,8 @@ from stockgraph.connectors.base import EventKind, WmsEvent
 from stockgraph.connectors.errors import ConnectorError, MalformedPayload
 from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.model import MovementCause
-from stockgraph.services.ingestion import (
-    ApplyReport,
-    ConnectorInstance,
-    IngestionService,
-    UnitOfWork,
-)
+from stockgraph.services.ingestion import ApplyReport, ConnectorInstance, IngestionService
+from stockgraph.services.ports import UnitOfWork
 
 log = logging.getLogger("stockgraph.sync")
 
