@@ -6,9 +6,9 @@ SQLite file holding the demo catalogue) and a fleet of its own (``stockgraph sim
 1. Fan-out. 24 simulated instances (8 per dialect: rest, graphql, x12), each answering every
    request after 50 ms. ``inventoryLevels(skus: 50 SKUs, maxAge: 0)`` makes Stockgraph read
    every instance live; the query is sent ``--queries`` times one after another, then as
-   many times from 4 concurrent clients. Reported: latency p50/p99, upstream calls per query
-   (the simulators' own ``served`` counters, before and after) and whether each answer holds
-   50 x 24 levels, all ``source: LIVE``.
+   many times from ``--concurrency`` (4) clients at once. Reported: latency p50/p99,
+   upstream calls per query (the simulators' own ``served`` counters, before and after) and
+   whether each answer holds 50 x 24 levels, all ``source: LIVE``.
 2. Ingestion. 8 rest instances, quiet. A load generator on its own core POSTs signed
    rest-dialect webhooks (distinct event ids, rising sequences, absolute on-hand counts of
    SKUs the instance knows) at ``--rate`` per second for ``--duration`` seconds. Reported:
@@ -16,8 +16,9 @@ SQLite file holding the demo catalogue) and a fleet of its own (``stockgraph sim
    long the inbox takes to drain and the rate events are applied at (from the database).
 
 Stockgraph runs pinned to CPU 0 and everything else here to CPU 1 (``taskset``; see
-``../shared/bench/README.md``). Progress goes to stderr, a Markdown report to stdout and,
-with ``--json PATH``, every figure to a file.
+``../shared/bench/README.md``). Other Stockgraph, test or benchmark processes seen on the
+machine during a part are named in the report: they skew its figures. Progress goes to
+stderr, a Markdown report to stdout and, with ``--json PATH``, every figure to a file.
 
     .venv/bin/python benchmarks/fanout.py --json /tmp/fanout.json
 """
@@ -40,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from collections import Counter
@@ -898,6 +900,7 @@ def run_ingest(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             for m in stack.members
         ]
         _check_body(targets[0])
+        idle_before = idle_cpu(stack.pid)
         if args.load_cpus:
             os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
         warm = min(2.0, args.duration)
@@ -931,6 +934,7 @@ def run_ingest(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         drain_s, samples = wait_drained(stack.db_path, timeout_s=max(300.0, 20 * args.duration))
         ticks_drained = cpu_ticks(stack.pid)
+        idle_after = idle_cpu(stack.pid)
         after_counts = inbox_counts(stack.db_path)
         applied, delays = applied_times(stack.db_path, "bench")
         result = ingest_figures(run, args, drain_s, applied, delays)
@@ -948,12 +952,22 @@ def run_ingest(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "stockgraph_cpu_ms_per_event_until_drained": (
                     (cpu_ms(ticks, ticks_drained) or 0) / run.acked if run.acked else None
                 ),
+                "stockgraph_idle_cpu_ms_per_s_before": idle_before,
+                "stockgraph_idle_cpu_ms_per_s_after_drain": idle_after,
             }
         )
         result.update(check_levels(stack, targets))
         return result
     finally:
         stack.stop()
+
+
+def idle_cpu(pid: int | None, seconds: float = 5.0) -> float | None:
+    """Stockgraph's CPU ms per second while nothing is sent to it."""
+    before = cpu_ticks(pid)
+    time.sleep(seconds)
+    used = cpu_ms(before, cpu_ticks(pid))
+    return used / seconds if used is not None else None
 
 
 def _check_body(target: Target) -> None:
@@ -1142,7 +1156,15 @@ def markdown(
             f"- statuses: {i['statuses']}; new sync exceptions: {i['new_sync_exceptions']}; "
             f"inbox after: {i['inbox_after']}",
             f"- Stockgraph CPU: {cpu:.2f} ms per acknowledged webhook while sending, "
-            f"{cpu_total:.2f} ms per event until drained"
+            f"{cpu_total:.2f} ms per event until drained; idle "
+            + " / ".join(
+                f"{v:.0f}" if v is not None else "?"
+                for v in (
+                    i.get("stockgraph_idle_cpu_ms_per_s_before"),
+                    i.get("stockgraph_idle_cpu_ms_per_s_after_drain"),
+                )
+            )
+            + " ms per second before / after the run"
             if cpu is not None and cpu_total is not None
             else "- Stockgraph CPU: unknown",
             f"- levels checked against the newest acknowledged count: {i['levels_checked']}, "
@@ -1244,10 +1266,74 @@ def checkout() -> str:
     return head + (" with local changes to stockgraph/" if dirty else "")
 
 
+_FOREIGN = re.compile(r"stockgraph|benchmarks/|peer_strawberry|\bwrk\b|pytest")
+
+
+def foreign_processes() -> set[str]:
+    """Stockgraph, benchmark or test processes on this machine that this run did not start.
+
+    Two benchmarks on two cores skew each other's every figure; they are listed in the
+    report rather than silently measured.
+    """
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (proc / "stat").read_text(encoding="ascii", errors="replace")
+            parents[int(proc.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+            raw = (proc / "cmdline").read_bytes()
+            commands[int(proc.name)] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    ours = {os.getpid()}
+    pid = os.getpid()
+    while pid in parents and parents[pid] > 1:
+        pid = parents[pid]
+        ours.add(pid)
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in ours and child not in ours and parent != 1:
+                ours.add(child)
+                grew = True
+    return {
+        cmd[:120]
+        for pid, cmd in commands.items()
+        if pid not in ours and cmd and _FOREIGN.search(cmd)
+    }
+
+
+def watch_foreign(seen: set[str], stop: threading.Event, every_s: float = 2.0) -> None:
+    while not stop.is_set():
+        seen.update(foreign_processes())
+        stop.wait(every_s)
+
+
 def run(args: argparse.Namespace, workdir: Path) -> int:
     commit = checkout()
-    fanout = None if args.skip_fanout else run_fanout(args, workdir)
-    ingest = None if args.skip_ingest else run_ingest(args, workdir)
+    seen: set[str] = set()
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_foreign, args=(seen, stop), daemon=True)
+    watcher.start()
+    others: dict[str, list[str]] = {}
+    try:
+        fanout = ingest = None
+        if not args.skip_fanout:
+            fanout = run_fanout(args, workdir)
+            others["fan-out"] = sorted(seen)
+            seen.clear()
+        if not args.skip_ingest:
+            ingest = run_ingest(args, workdir)
+            others["ingestion"] = sorted(seen)
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+    for part, cmds in others.items():
+        if cmds:
+            log(f"warning: during {part}, other Stockgraph or benchmark processes ran:")
+            for cmd in cmds:
+                log(f"  {cmd}")
     meta = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "describe": {
@@ -1261,6 +1347,15 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             ),
             "database": "SQLite (WAL), one uvicorn worker",
             "commit": commit,
+            "other processes": "; ".join(
+                f"{part}: "
+                + (
+                    "**ran meanwhile, figures skewed**: " + ", ".join(f"`{c}`" for c in cmds)
+                    if cmds
+                    else "none seen"
+                )
+                for part, cmds in others.items()
+            ),
         },
         "argv": sys.argv[1:],
     }
