@@ -53,10 +53,12 @@ _EPSILON = 1e-9
 
 
 class _Ticket:
-    __slots__ = ("units",)
+    __slots__ = ("moved", "units")
 
     def __init__(self, units: float) -> None:
         self.units = units
+        self.moved = asyncio.Event()
+        """Set when the queue ahead changed: the wait computed before is too long now."""
 
 
 class Budget:
@@ -139,9 +141,24 @@ class Budget:
                         retry_after=wait,
                         instance_id=self.instance_id,
                     )
-                await self._sleep(wait)
+                ticket.moved.clear()
+                await self._sleep_or_move(ticket, wait)
         finally:
             self._queue.remove(ticket)
+            # Whoever queued behind this ticket computed its wait counting it; a ticket that
+            # leaves without spending (cancelled, refused) would otherwise leave that
+            # capacity idle until their sleeps run out.
+            for queued in self._queue:
+                queued.moved.set()
+
+    async def _sleep_or_move(self, ticket: _Ticket, wait: float) -> None:
+        sleeping = asyncio.ensure_future(self._sleep(wait))
+        moved = asyncio.ensure_future(ticket.moved.wait())
+        try:
+            await asyncio.wait({sleeping, moved}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeping, moved):
+                task.cancel()
 
     def correct(self, remaining: float, restore_rate: float | None = None) -> None:
         """Adopt what the WMS reports is left (and restores per second) when it is lower.

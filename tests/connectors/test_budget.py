@@ -203,3 +203,18 @@ def test_a_requests_per_second_budget_never_lets_more_than_burst_plus_rate_t_thr
         for last in range(first, len(granted)):
             window = granted[last] - granted[first]
             assert last - first + 1 <= burst + rate * window + 1e-6
+
+
+def test_a_cancelled_waiter_leaves_its_turn_to_those_behind_it() -> None:
+    async def main() -> float:
+        b = budget("polling_interval", rate=0.5, burst=1)  # one call every 2 s
+        await b.acquire()
+        first = asyncio.ensure_future(b.acquire())  # due at t = 2
+        second = asyncio.ensure_future(b.acquire())  # due at t = 4 behind it
+        await asyncio.sleep(1)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await second
+        return now()
+
+    assert run_virtual(main) == pytest.approx(2.0)
