@@ -11,6 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from stockgraph.domain.bucket import Throttle
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.model import (
     AuditEntry,
@@ -146,3 +147,26 @@ class UnitOfWork(Protocol):
     async def finish_inbox(
         self, inbox_ids: Sequence[int], *, status: str, error: str | None = None
     ) -> None: ...
+
+
+class CostBuckets(Protocol):
+    """Per-client buckets of query cost; shared by every process when kept in Redis.
+
+    ``key`` names the client (a tenant and caller, say); a bucket never seen before is full.
+    Before an operation runs, take its requested cost; afterwards refund what it did not use::
+
+        throttle = await buckets.take(key, requested)
+        if not throttle.allowed:
+            ...  # refuse, saying to retry after throttle.retry_after seconds
+        ...  # run the operation
+        throttle = await buckets.refund(key, requested - actual)
+    """
+
+    async def take(self, key: str, cost: float) -> Throttle:
+        """Take ``cost`` points, or refuse and take nothing; ValueError if ``cost`` < 0."""
+
+    async def refund(self, key: str, amount: float) -> Throttle:
+        """Give back ``amount`` points, never beyond capacity; ValueError if ``amount`` < 0."""
+
+    async def peek(self, key: str) -> Throttle:
+        """The bucket as it is now, unchanged."""
