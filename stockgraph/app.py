@@ -30,6 +30,7 @@ from stockgraph.auth.endpoints import jwks_endpoint, token_endpoint
 from stockgraph.auth.errors import AuthError
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.tokens import SigningKey, TokenService
+from stockgraph.cache.buckets import FallbackBuckets, MemoryBuckets, RedisBuckets
 from stockgraph.cache.response import ResponseCache, TenantVersions
 from stockgraph.config import ConfigError, MappingConfig, Settings, Topology
 from stockgraph.connectors.metrics import ConnectorMetrics
@@ -39,6 +40,7 @@ from stockgraph.connectors.registry import (
     build_connector,
 )
 from stockgraph.connectors.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, InvalidSignature
+from stockgraph.domain.bucket import BucketPolicy
 from stockgraph.domain.ids import TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import GeoPoint, WarehouseSpec
@@ -52,7 +54,7 @@ from stockgraph.persistence.stock_store import SqlStockStore
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
 from stockgraph.schema.build import SchemaLimits, build_schema
 from stockgraph.schema.context import Limits, Services
-from stockgraph.schema.view import GraphQLView
+from stockgraph.schema.view import CachedAnswer, GraphQLView
 from stockgraph.services.access import AccessService
 from stockgraph.services.catalog import CatalogService
 from stockgraph.services.ingestion import (
@@ -65,6 +67,7 @@ from stockgraph.services.ingestion import (
 from stockgraph.services.inventory import InventoryService
 from stockgraph.services.live import LiveReads
 from stockgraph.services.operations import OperationsService
+from stockgraph.services.ports import CostBuckets
 from stockgraph.services.sync import SyncService
 
 log = logging.getLogger("stockgraph")
@@ -149,11 +152,13 @@ class Runtime:
     catalog_writer: SqlCatalogWriter
     stock_store: SqlStockStore
     versions: TenantVersions
-    response_cache: ResponseCache | None
+    response_cache: ResponseCache[CachedAnswer] | None
     ingestion: IngestionService
     sync: SyncService
     live: LiveReads
     operations: OperationsService
+    buckets: CostBuckets
+    """Every client's bucket of query cost: in Redis when configured, else in memory."""
     instances: dict[str, ConnectorInstance] = field(default_factory=dict)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     connector_metrics: ConnectorMetrics | None = None
@@ -168,6 +173,22 @@ class Runtime:
         stock = SqlStockStore(engine=engine)
         versions = TenantVersions()
         instances: dict[str, ConnectorInstance] = {}
+        # Opens no connection until the first command, which the lifespan's loop sends.
+        redis = None
+        if settings.redis_url:
+            # Short timeouts: while Redis is away, callers fall back instead of waiting.
+            redis = Redis.from_url(
+                settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+        policy = BucketPolicy(
+            capacity=settings.cost_bucket_size, restore_rate=settings.cost_restore_rate
+        )
+        buckets: CostBuckets = MemoryBuckets(policy=policy)
+        if redis is not None:
+            buckets = FallbackBuckets(
+                primary=RedisBuckets(redis=redis, policy=policy),
+                fallback=MemoryBuckets(policy=policy),
+            )
 
         def unit_of_work() -> SqlUnitOfWork:
             return SqlUnitOfWork(engine=engine)
@@ -212,6 +233,8 @@ class Runtime:
                 progress=ingestion.progress,
             ),
             instances=instances,
+            buckets=buckets,
+            redis=redis,
             response_cache=(
                 ResponseCache(
                     max_entries=settings.response_cache_size,
@@ -267,6 +290,7 @@ class Runtime:
             catalog=self.catalog,
             inventory=self.inventory,
             operations=self.operations,
+            buckets=self.buckets,
             live=self.live,
         )
 
@@ -343,8 +367,7 @@ class Runtime:
         self.tasks.append(asyncio.create_task(self.sync_loop(), name="sync"))
 
     async def open(self) -> None:
-        if self.settings.redis_url:
-            self.redis = Redis.from_url(self.settings.redis_url, socket_timeout=2.0)
+        """Nothing to open yet: connections open on first use, inside the lifespan."""
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -358,7 +381,6 @@ class Runtime:
         self.instances.clear()
         if self.redis is not None:
             await self.redis.aclose()
-            self.redis = None
         await self.engine.dispose()
 
     async def authenticate(self, request: Request) -> Principal | None:
@@ -415,7 +437,11 @@ def create_app(
         schema,
         authenticate=rt.authenticate,
         services=rt.services(),
-        limits=Limits(max_list_size=settings.max_list_size, max_page_size=settings.max_page_size),
+        limits=Limits(
+            max_list_size=settings.max_list_size,
+            max_page_size=settings.max_page_size,
+            max_cost=settings.max_query_cost,
+        ),
         graphiql=settings.graphiql,
         cache=rt.response_cache,
         versions=rt.versions,

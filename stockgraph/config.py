@@ -12,6 +12,9 @@ Environment (all optional)::
     STOCKGRAPH_MAX_DEPTH, STOCKGRAPH_MAX_ALIASES, STOCKGRAPH_MAX_TOKENS,
     STOCKGRAPH_MAX_LIST_SIZE, STOCKGRAPH_MAX_PAGE_SIZE, STOCKGRAPH_DOCUMENT_CACHE_SIZE
     STOCKGRAPH_RESPONSE_CACHE_SIZE (0 turns it off), STOCKGRAPH_RESPONSE_CACHE_TTL_SECONDS
+    STOCKGRAPH_MAX_QUERY_COST     the most one operation may cost (1000)
+    STOCKGRAPH_COST_BUCKET_SIZE, STOCKGRAPH_COST_RESTORE_RATE
+                                  every client's bucket of cost: 2000 points, 100 restored a second
 
 The TOML file::
 
@@ -42,7 +45,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -171,7 +182,21 @@ class Settings(BaseSettings):
     document_cache_size: int = Field(default=512, ge=0, le=100_000)
     response_cache_size: int = Field(default=4096, ge=0, le=1_000_000)
     response_cache_ttl_seconds: float = Field(default=5.0, gt=0, le=3600)
+    max_query_cost: int = Field(default=1000, ge=1, le=10_000_000)
+    cost_bucket_size: float = Field(default=2000.0, gt=0, le=1e12)
+    cost_restore_rate: float = Field(default=100.0, gt=0, le=1e12)
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+
+    @field_validator("cost_bucket_size")
+    @classmethod
+    def _bucket_holds_the_largest_operation(cls, value: float, info: ValidationInfo) -> float:
+        largest = info.data.get("max_query_cost")
+        if isinstance(largest, int) and value < largest:
+            raise ValueError(
+                f"at least STOCKGRAPH_MAX_QUERY_COST ({largest}), or an operation "
+                "the maximum allows could never run"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

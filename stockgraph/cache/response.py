@@ -17,6 +17,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
 
 
 class TenantVersions:
@@ -33,8 +36,8 @@ class TenantVersions:
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
-    body: bytes
+class _Entry(Generic[V]):
+    value: V
     version: int
     expires_at: float
 
@@ -46,10 +49,10 @@ class CacheStats:
     entries: int
 
 
-class ResponseCache:
-    """A bounded LRU of encoded responses, keyed by tenant, caller scopes and request.
+class ResponseCache(Generic[V]):
+    """A bounded LRU of answers (encoded responses), keyed by tenant, caller scopes and request.
 
-    >>> cache = ResponseCache(max_entries=2, ttl_seconds=60)
+    >>> cache: ResponseCache[bytes] = ResponseCache(max_entries=2, ttl_seconds=60)
     >>> cache.put(("acme", "q"), 1, b"{}")
     >>> cache.get(("acme", "q"), 1), cache.get(("acme", "q"), 2)
     (b'{}', None)
@@ -66,14 +69,14 @@ class ResponseCache:
             raise ValueError("max_entries must be at least 1")
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
-        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._entries: OrderedDict[Hashable, _Entry[V]] = OrderedDict()
         self._max = max_entries
         self._ttl = ttl_seconds
         self._clock = clock
         self._hits = 0
         self._misses = 0
 
-    def get(self, key: Hashable, version: int) -> bytes | None:
+    def get(self, key: Hashable, version: int) -> V | None:
         entry = self._entries.get(key)
         if entry is None or entry.version != version or entry.expires_at <= self._clock():
             if entry is not None:
@@ -82,10 +85,10 @@ class ResponseCache:
             return None
         self._entries.move_to_end(key)
         self._hits += 1
-        return entry.body
+        return entry.value
 
-    def put(self, key: Hashable, version: int, body: bytes) -> None:
-        self._entries[key] = _Entry(body, version, self._clock() + self._ttl)
+    def put(self, key: Hashable, version: int, value: V) -> None:
+        self._entries[key] = _Entry(value, version, self._clock() + self._ttl)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)

@@ -20,6 +20,7 @@ from strawberry.types import ExecutionContext
 
 from stockgraph.resolvers.query import Query
 from stockgraph.schema.execution import PlainFieldExecutor
+from stockgraph.schema.throttle import CostLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,5 +91,6 @@ def build_schema(limits: SchemaLimits | None = None) -> StockgraphSchema:
             lambda: ParserCache(maxsize=size),
             lambda: ValidationCache(maxsize=size),
             lambda: AddValidationRules(rules),
+            CostLimiter,
         ],
     )

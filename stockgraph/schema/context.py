@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 import strawberry
@@ -12,13 +12,15 @@ from aiodataloader import DataLoader
 
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
+from stockgraph.domain.bucket import Throttle
 from stockgraph.domain.ids import Sku, WarehouseId
 from stockgraph.domain.model import Item, StockLevel, Warehouse
 from stockgraph.schema.errors import BadUserInput, Forbidden
 from stockgraph.services.catalog import CatalogService
 from stockgraph.services.inventory import InventoryService
-from stockgraph.services.live import LiveReads
+from stockgraph.services.live import LiveReads, UpstreamUse
 from stockgraph.services.operations import OperationsService
+from stockgraph.services.ports import CostBuckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,8 @@ class Limits:
 
     max_list_size: int = 250
     max_page_size: int = 100
+    max_cost: int = 1000
+    """The most an operation may cost (see :mod:`stockgraph.schema.cost`)."""
 
     def check_list(self, argument: str, values: Sequence[object] | None) -> None:
         if values is not None and len(values) > self.max_list_size:
@@ -51,7 +55,49 @@ class Services:
     catalog: CatalogService
     inventory: InventoryService
     operations: OperationsService
+    buckets: CostBuckets
+    """Every client's bucket of query cost."""
     live: LiveReads | None = None
+
+
+@dataclass
+class CostRecord:
+    """What one request cost and what is left of its caller's bucket: ``extensions.cost``."""
+
+    requested: int = 0
+    actual: int | None = None
+    """None until the operation has run; it stays None when it was refused."""
+    throttle: Throttle | None = None
+    upstreams: dict[str, UpstreamUse] = field(default_factory=dict)
+
+    def record(self, use: UpstreamUse) -> None:
+        """Note what one WMS instance was asked; a second ask of it adds its calls."""
+        before = self.upstreams.get(use.connector_id)
+        if before is not None:
+            use = replace(use, calls=before.calls + use.calls)
+        self.upstreams[use.connector_id] = use
+
+    @property
+    def upstream_calls(self) -> int:
+        return sum(use.calls for use in self.upstreams.values())
+
+    def envelope(self, throttle: Throttle) -> dict[str, Any]:
+        """The contract's ``extensions.cost`` object."""
+        return {
+            "requestedQueryCost": self.requested,
+            "actualQueryCost": self.actual,
+            "throttleStatus": throttle.envelope(),
+            "upstreams": [
+                {
+                    "connectorId": use.connector_id,
+                    "calls": use.calls,
+                    "servedFromCache": use.served_from_cache,
+                    "budgetRemaining": use.budget_remaining,
+                    "retryAfterMs": use.retry_after_ms,
+                }
+                for use in self.upstreams.values()
+            ],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +119,14 @@ class Context:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     cacheable: bool = True
     """Cleared when the answer must not be kept by the response cache (it has errors)."""
+    cost: CostRecord = field(default_factory=CostRecord)
     _warehouses: asyncio.Future[TenantWarehouses] | None = None
     _item_loader: DataLoader[str, Item | None] | None = None
     _live_loader: DataLoader[tuple[WarehouseId, Sku], StockLevel | None] | None = None
+
+    @property
+    def bucket_key(self) -> str:
+        return bucket_key(self.principal)
 
     def require(self, scope: Scope) -> None:
         if not self.principal.can(scope):
@@ -113,12 +164,19 @@ class Context:
         if self.services.live is None:
             return None
         if self._live_loader is None:
-            self._live_loader = self.services.live.loader(self.principal.tenant_id)
+            self._live_loader = self.services.live.loader(
+                self.principal.tenant_id, self.cost.record
+            )
         return self._live_loader
 
     def warn(self, code: str, message: str, **detail: Any) -> None:
         """A non-fatal remark returned in ``extensions.warnings``."""
         self.warnings.append({"code": code, "message": message, **detail})
+
+
+def bucket_key(principal: Principal) -> str:
+    """Whose cost bucket a request spends: one per client (token subject or API key)."""
+    return f"{principal.tenant_id}/{principal.actor}"
 
 
 Info: TypeAlias = strawberry.Info[Context, None]

@@ -52,6 +52,18 @@ class QueryTooComplex(StockgraphError):
     code = ErrorCode.QUERY_TOO_COMPLEX
 
 
+class MaxCostExceeded(StockgraphError):
+    """The operation's requested cost is over the maximum per operation; nothing ran."""
+
+    code = ErrorCode.MAX_COST_EXCEEDED
+
+
+class Throttled(StockgraphError):
+    """The caller's cost bucket holds less than the operation needs; nothing ran."""
+
+    code = ErrorCode.THROTTLED
+
+
 # Messages of the validation rules and parser limits we install (strawberry's depth and
 # alias limiters, graphql-core's token limit); a test pins them so an upgrade that changes
 # them fails loudly instead of degrading the code to BAD_USER_INPUT.
@@ -81,6 +93,13 @@ def classify(error: GraphQLError) -> tuple[ErrorCode, str]:
     if isinstance(original, GraphQLError):
         return classify(original)
     return ErrorCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def internal_error(exc: Exception) -> GraphQLError:
+    """An unexpected failure outside any field: answered ``INTERNAL``, logged with ``exc``."""
+    return GraphQLError(
+        INTERNAL_MESSAGE, original_error=exc, extensions={"code": ErrorCode.INTERNAL.value}
+    )
 
 
 def format_errors(errors: Sequence[GraphQLError]) -> list[dict[str, Any]]:

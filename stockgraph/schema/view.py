@@ -2,13 +2,16 @@
 
 A request without valid credentials never reaches GraphQL: it gets HTTP 401 with a
 GraphQL-shaped body. Everything that reaches execution answers HTTP 200 with coded
-errors (see :mod:`stockgraph.schema.errors`).
+errors (see :mod:`stockgraph.schema.errors`) and ``extensions.cost`` (see
+:mod:`stockgraph.schema.throttle`), including answers served from the response cache:
+those are priced and spent as if they had run.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,8 +27,9 @@ from strawberry.schema import BaseSchema
 from stockgraph.auth.principal import Principal
 from stockgraph.cache.response import ResponseCache, TenantVersions
 from stockgraph.schema.cacheable import is_cacheable
-from stockgraph.schema.context import Context, Limits, Services
+from stockgraph.schema.context import Context, CostRecord, Limits, Services, bucket_key
 from stockgraph.schema.errors import ErrorCode, error_body, format_errors
+from stockgraph.schema.throttle import throttled
 
 log = logging.getLogger("stockgraph.http")
 
@@ -35,6 +39,24 @@ Authenticate = Callable[[Request], Awaitable[Principal | None]]
 UNAUTHENTICATED_BODY = orjson.dumps(
     error_body("valid credentials are required", ErrorCode.UNAUTHENTICATED)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """An encoded answer without its cost, and what it cost when it ran."""
+
+    head: bytes
+    """The response object's bytes up to (not including) its closing brace, no extensions."""
+    extras: bytes
+    """Other extensions (``"warnings":[...]``) as object members, or empty."""
+    requested: int
+    actual: int
+
+    def render(self, cost: dict[str, Any]) -> bytes:
+        extras = self.extras + b"," if self.extras else b""
+        return b"".join(
+            (self.head, b',"extensions":{', extras, b'"cost":', orjson.dumps(cost), b"}}")
+        )
 
 
 class GraphQLView(GraphQL[Context, RootValue]):
@@ -48,7 +70,7 @@ class GraphQLView(GraphQL[Context, RootValue]):
         services: Services,
         limits: Limits,
         graphiql: bool,
-        cache: ResponseCache | None = None,
+        cache: ResponseCache[CachedAnswer] | None = None,
         versions: TenantVersions | None = None,
         max_tokens: int = 4000,
     ) -> None:
@@ -97,11 +119,31 @@ class GraphQLView(GraphQL[Context, RootValue]):
         version = self._versions.current(principal.tenant_id)
         cached = cache.get(key, version)
         if cached is not None:
-            return Response(cached, media_type="application/json")
+            return await self._replay(cached, principal)
         response = await self._execute(request, principal)
-        if response.status_code == 200 and request.state.graphql_context.cacheable:
-            cache.put(key, version, bytes(response.body))
+        context = request.state.graphql_context
+        answer = getattr(request.state, "answer", None)
+        if response.status_code == 200 and context.cacheable and answer is not None:
+            cache.put(key, version, answer)
         return response
+
+    async def _replay(self, cached: CachedAnswer, principal: Principal) -> Response:
+        """A cached answer, priced and spent like the operation it answers."""
+        buckets = self._services.buckets
+        key = bucket_key(principal)
+        throttle = await buckets.take(key, cached.requested)
+        record = CostRecord(requested=cached.requested)
+        if not throttle.allowed:
+            body = {
+                "data": None,
+                "errors": format_errors([throttled(cached.requested, throttle)]),
+                "extensions": {"cost": record.envelope(throttle)},
+            }
+            return Response(orjson.dumps(body), media_type="application/json")
+        if cached.requested > cached.actual:
+            throttle = await buckets.refund(key, cached.requested - cached.actual)
+        record.actual = cached.actual
+        return Response(cached.render(record.envelope(throttle)), media_type="application/json")
 
     async def _execute(self, request: Request, principal: Principal) -> Response:
         context = Context(principal=principal, services=self._services, limits=self._limits)
@@ -150,10 +192,23 @@ class GraphQLView(GraphQL[Context, RootValue]):
             if isinstance(context, Context):
                 context.cacheable = False
         extensions = dict(result.extensions or {})
-        if isinstance(context, Context) and context.warnings:
+        if not isinstance(context, Context):
+            if extensions:
+                body["extensions"] = extensions
+            return body
+        if context.warnings:
             extensions["warnings"] = context.warnings
-        if extensions:
-            body["extensions"] = extensions
+        cost = context.cost
+        if context.cacheable and cost.actual is not None:
+            request.state.answer = CachedAnswer(
+                head=orjson.dumps(body)[:-1],
+                extras=orjson.dumps(extensions)[1:-1],
+                requested=cost.requested,
+                actual=cost.actual,
+            )
+        throttle = cost.throttle or await self._services.buckets.peek(context.bucket_key)
+        extensions["cost"] = cost.envelope(throttle)
+        body["extensions"] = extensions
         return body
 
     def encode_json(self, data: object) -> bytes:

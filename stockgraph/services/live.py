@@ -17,13 +17,13 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from aiodataloader import DataLoader
 
 from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
-from stockgraph.connectors.errors import ConnectorError
+from stockgraph.connectors.errors import CircuitOpen, ConnectorError, RateLimited
 from stockgraph.connectors.runtime import deadline
 from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
@@ -34,6 +34,23 @@ from stockgraph.services.ports import StockReader, UnitOfWork
 log = logging.getLogger("stockgraph.live")
 
 LiveKey = tuple[WarehouseId, Sku]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamUse:
+    """What one request asked of one WMS instance: reported in ``extensions.cost``."""
+
+    connector_id: str
+    calls: int
+    """Calls sent to the instance (one per batch of SKUs)."""
+    served_from_cache: bool
+    """The instance was not read: its levels came from the projection, marked stale."""
+    budget_remaining: float | None
+    retry_after_ms: int | None
+    """How long the instance's budget or Retry-After held the call back, when it did."""
+
+
+RecordUse = Callable[[UpstreamUse], None]
 
 
 class LiveReads:
@@ -58,23 +75,37 @@ class LiveReads:
         self._wait = wait_seconds
         self._on_change = on_change
 
-    def loader(self, tenant_id: TenantId) -> DataLoader[LiveKey, StockLevel | None]:
-        """A per-request loader: ``(warehouse id, SKU)`` → a live level, or None."""
+    def instance_count(self, tenant_id: TenantId) -> int:
+        """How many of the tenant's warehouses a live read can ask."""
+        return sum(1 for i in self._instances() if i.tenant_id == tenant_id)
+
+    def loader(
+        self, tenant_id: TenantId, record: RecordUse = lambda _use: None
+    ) -> DataLoader[LiveKey, StockLevel | None]:
+        """A per-request loader: ``(warehouse id, SKU)`` → a live level, or None.
+
+        ``record`` hears what each instance was asked, for the request's cost report.
+        """
 
         async def load(keys: list[LiveKey]) -> list[StockLevel | None]:
-            found = await self.read(tenant_id, keys)
+            found = await self.read(tenant_id, keys, record)
             return [found.get(key) for key in keys]
 
         return DataLoader(load, cache=True)
 
-    async def read(self, tenant_id: TenantId, keys: Sequence[LiveKey]) -> dict[LiveKey, StockLevel]:
+    async def read(
+        self,
+        tenant_id: TenantId,
+        keys: Sequence[LiveKey],
+        record: RecordUse = lambda _use: None,
+    ) -> dict[LiveKey, StockLevel]:
         """Ask every instance concerned at once; what came back, as now held."""
         by_warehouse: dict[WarehouseId, list[Sku]] = defaultdict(list)
         for warehouse_id, sku in keys:
             by_warehouse[warehouse_id].append(sku)
         instances = {i.warehouse_id: i for i in self._instances() if i.tenant_id == tenant_id}
         asked = [(instances[w], skus) for w, skus in by_warehouse.items() if w in instances]
-        answers = await asyncio.gather(*(self._ask(i, skus) for i, skus in asked))
+        answers = await asyncio.gather(*(self._ask(i, skus, record) for i, skus in asked))
         answered: list[WarehouseId] = []
         changed = False
         for (instance, _skus), levels in zip(asked, answers, strict=True):
@@ -99,11 +130,12 @@ class LiveReads:
         }
 
     async def _ask(
-        self, instance: ConnectorInstance, skus: Sequence[Sku]
+        self, instance: ConnectorInstance, skus: Sequence[Sku], record: RecordUse
     ) -> Sequence[WmsLevel] | None:
         codes = [instance.mapping.wms_code(sku) for sku in skus]
         batch = instance.connector.spec.max_batch
         chunks = [codes[i : i + batch] for i in range(0, len(codes), batch)]
+        calls, retry_after = len(chunks), None
         try:
             # Waiting for the instance's budget (its rate limit, a Retry-After, a backoff)
             # is bounded tighter than the call itself: a storefront would rather have the
@@ -115,7 +147,13 @@ class LiveReads:
                 )
         except (ConnectorError, TimeoutError) as exc:
             log.info("live read from %s failed: %s", instance.connector_id, exc)
+            if isinstance(exc, RateLimited | CircuitOpen):
+                calls = 0  # held back before sending
+            if isinstance(exc, RateLimited):
+                retry_after = round(exc.retry_after * 1000)
+            record(_use(instance, calls, served_from_cache=True, retry_after_ms=retry_after))
             return None
+        record(_use(instance, calls, served_from_cache=False, retry_after_ms=None))
         return [level for chunk in results for level in chunk]
 
     async def _write_back(
@@ -137,3 +175,16 @@ class LiveReads:
             )
             await uow.commit()
         return report
+
+
+def _use(
+    instance: ConnectorInstance, calls: int, *, served_from_cache: bool, retry_after_ms: int | None
+) -> UpstreamUse:
+    stats = instance.health() if instance.health is not None else None
+    return UpstreamUse(
+        connector_id=instance.connector_id,
+        calls=calls,
+        served_from_cache=served_from_cache,
+        budget_remaining=stats.budget_remaining if stats is not None else None,
+        retry_after_ms=retry_after_ms,
+    )

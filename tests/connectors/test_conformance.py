@@ -24,7 +24,9 @@ from stockgraph.app import Runtime, create_app
 from stockgraph.connectors.simulation import SimulatedWms
 from stockgraph.domain.ids import TenantId
 from stockgraph.domain.model import WarehouseSpec
+from stockgraph.schema.context import Limits
 from tests.conftest import make_settings
+from tests.graphql.helpers import run
 
 CONNECTOR_ID = "acme-wh-00"
 WEBHOOK_URL = f"http://stockgraph/webhooks/wms/{CONNECTOR_ID}"
@@ -167,7 +169,10 @@ async def wired(
     harness: Harness = request.param
     copy = tmp_path / "stockgraph.db"
     shutil.copy(Path(demo_database.removeprefix("sqlite+aiosqlite:///")), copy)
-    settings = make_settings(f"sqlite+aiosqlite:///{copy}")
+    # Reads of every SKU across the demo's 24 warehouses cost more than a storefront may.
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{copy}", max_query_cost=100_000, cost_bucket_size=100_000
+    )
     runtime = Runtime.build(settings)
     app = create_app(settings, runtime=runtime)
     to_stockgraph = httpx.AsyncClient(
@@ -307,6 +312,14 @@ async def test_max_age_reads_the_wms_live_in_one_call_and_writes_it_back(wired: 
     )
     assert "errors" not in body
     assert _upstream_calls(wired) - before == 1
+    [upstream] = body["extensions"]["cost"]["upstreams"]
+    assert upstream["connectorId"] == CONNECTOR_ID
+    assert (upstream["calls"], upstream["servedFromCache"], upstream["retryAfterMs"]) == (
+        1,
+        False,
+        None,
+    )
+    assert isinstance(upstream["budgetRemaining"], float)
     mine = {lv["sku"]: lv for lv in body["data"]["a"] if lv["source"] == "LIVE"}
     assert len(mine) == len(SKUS)
     truth = wired.truth()
@@ -330,6 +343,23 @@ async def test_a_wms_that_cannot_answer_leaves_levels_stale_not_an_error(wired: 
     assert "errors" not in body
     mine = [lv for lv in body["data"]["inventoryLevels"] if lv["source"] != "LIVE"]
     assert mine and all(lv["stale"] for lv in mine)
+    [upstream] = body["extensions"]["cost"]["upstreams"]
+    assert upstream["servedFromCache"] is True
+
+
+async def test_an_operation_over_the_maximum_cost_touches_no_wms(wired: Wired) -> None:
+    before = _upstream_calls(wired)
+    skus = list(SKUS.values())
+    result = await run(
+        wired.runtime,
+        "query($s: [String!]!){ inventoryLevels(skus: $s, maxAge: 0) { sku onHand } }",
+        {"s": skus},
+        limits=Limits(max_cost=len(skus)),
+    )
+    assert result.codes == ["MAX_COST_EXCEEDED"]
+    assert result.data is None
+    assert result.context.cost.actual is None
+    assert _upstream_calls(wired) == before
 
 
 async def test_a_full_sync_and_a_live_read_at_once_do_not_collide(wired: Wired) -> None:

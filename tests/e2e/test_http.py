@@ -232,6 +232,27 @@ def test_unknown_skus_come_back_as_a_warning(demo: Demo) -> None:
     assert body["extensions"]["warnings"][0]["code"] == "UNKNOWN_SKU"
 
 
+COST_KEYS = {"requestedQueryCost", "actualQueryCost", "throttleStatus", "upstreams"}
+THROTTLE_KEYS = {"maximumAvailable", "currentlyAvailable", "restoreRate"}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [AVAILABILITY, AVAILABILITY, "{ noSuchField }", '{ availability(skus: ["NOPE"]) { sku } }'],
+    ids=["first", "from-the-cache", "invalid", "with-warnings"],
+)
+def test_every_graphql_answer_carries_its_cost(demo: Demo, query: str) -> None:
+    body = demo.graphql(query, Authorization=f"Bearer {demo.token()}").json()
+    cost = body["extensions"]["cost"]
+    assert set(cost) == COST_KEYS
+    assert set(cost["throttleStatus"]) == THROTTLE_KEYS
+    assert cost["upstreams"] == []
+    if "errors" in body:
+        assert (cost["requestedQueryCost"], cost["actualQueryCost"]) == (0, None)
+    else:
+        assert cost["requestedQueryCost"] >= cost["actualQueryCost"] >= 0
+
+
 def test_graphiql_is_served_to_browsers_without_credentials(demo: Demo) -> None:
     response = httpx.get(f"{demo.base}/graphql", headers={"Accept": "text/html"})
     assert response.status_code == 200
@@ -286,6 +307,11 @@ def test_the_demo_fleet_is_synced_and_readable_live(demo: Demo) -> None:
     levels = body["data"]["inventoryLevels"]
     assert len(levels) == 24
     live = {lv["warehouse"]["dialect"] for lv in levels if lv["source"] == "LIVE"}
+    upstreams = body["extensions"]["cost"]["upstreams"]
+    assert len(upstreams) == 24
+    assert {u["connectorId"] for u in upstreams if not u["servedFromCache"]} >= {
+        u["connectorId"] for u in upstreams if u["calls"]
+    }
     # The EDI mailboxes share their slow polling budget with live inquiries, so they may
     # answer after the read's deadline; their levels then come back stale, not as errors.
     assert {"rest", "graphql"} <= live

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import event
@@ -13,10 +13,13 @@ from sqlalchemy import event
 from stockgraph.app import Runtime
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
+from stockgraph.cache.buckets import MemoryBuckets
+from stockgraph.domain.bucket import BucketPolicy
 from stockgraph.domain.ids import TenantId
 from stockgraph.schema.build import build_schema
 from stockgraph.schema.context import Context, Limits
 from stockgraph.schema.errors import format_errors
+from stockgraph.services.ports import CostBuckets
 
 _SCHEMA = build_schema()
 
@@ -40,10 +43,14 @@ async def run(
     tenant: str = "acme",
     scopes: Iterable[Scope] = tuple(Scope),
     limits: Limits | None = None,
+    buckets: CostBuckets | None = None,
 ) -> Result:
+    services = runtime.services()
+    if buckets is not None:
+        services = replace(services, buckets=buckets)
     context = Context(
         principal=Principal(TenantId(tenant), f"test-{tenant}", frozenset(scopes)),
-        services=runtime.services(),
+        services=services,
         limits=limits or Limits(),
     )
     # Copied: federation's entity resolver pops keys from the representations it gets.
@@ -65,6 +72,12 @@ def counted_statements(runtime: Runtime) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)
+
+
+def generous(max_cost: int = 1_000_000) -> dict[str, Any]:
+    """``run`` options for reads larger than the default maximum cost lets through."""
+    policy = BucketPolicy(capacity=max_cost, restore_rate=max_cost)
+    return {"limits": Limits(max_cost=max_cost), "buckets": MemoryBuckets(policy=policy)}
 
 
 def assert_on_hand_identity(level: dict[str, int]) -> None:

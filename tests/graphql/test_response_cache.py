@@ -65,12 +65,19 @@ async def _set_on_hand(runtime: Runtime, value: int) -> None:
         )
 
 
-async def test_a_repeated_read_is_served_from_the_cache_byte_for_byte(client: Client) -> None:
+async def test_a_repeated_read_is_served_from_the_cache_and_priced_again(client: Client) -> None:
     first = await client.post(AVAILABILITY)
     second = await client.post(AVAILABILITY)
     assert first.status_code == second.status_code == 200
-    assert second.content == first.content
+    head = first.content.split(b',"extensions":')[0]
+    assert second.content.split(b',"extensions":')[0] == head
     assert client.hits == 1
+    costs = [r.json()["extensions"]["cost"] for r in (first, second)]
+    assert costs[0]["requestedQueryCost"] == costs[1]["requestedQueryCost"] == 1
+    assert costs[0]["actualQueryCost"] == costs[1]["actualQueryCost"] == 1
+    # The cached answer spent the caller's bucket like the first one did.
+    spent = [c["throttleStatus"]["currentlyAvailable"] for c in costs]
+    assert spent[1] < spent[0] or spent[0] == costs[0]["throttleStatus"]["maximumAvailable"]
 
 
 async def test_a_change_to_the_projection_is_seen_at_once(client: Client) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stockgraph.app import Runtime
-from tests.graphql.helpers import counted_statements, run
+from tests.graphql.helpers import counted_statements, generous, run
 
 ALL_LEVEL_FIELDS = """sku warehouse { id code name region location { lat lng } dialect }
     onHand available committed reserved incoming damaged safetyStock qualityControl
@@ -19,6 +19,7 @@ async def test_inventory_levels_for_50_skus_in_24_warehouses_take_two_statements
             runtime,
             f"query($s:[String!]!){{ inventoryLevels(skus:$s){{ {ALL_LEVEL_FIELDS} }} }}",
             {"s": skus},
+            **generous(),
         )
     assert result.errors == []
     assert len(result.data["inventoryLevels"]) > 50 * 20
@@ -36,6 +37,7 @@ async def test_availability_with_warehouses_near_a_point_takes_two_statements(
             "query($s:[String!]!){ availability(skus:$s, near:{lat:50, lng:8}){ sku available"
             " warehouses { warehouse { code } distanceKm } } }",
             {"s": skus},
+            **generous(),
         )
     assert result.errors == []
     assert len(statements) == 2, statements

@@ -8,7 +8,7 @@ import pytest
 
 from stockgraph.app import Runtime
 from tests.conftest import build_world, make_settings
-from tests.graphql.helpers import counted_statements, run
+from tests.graphql.helpers import counted_statements, generous, run
 from tests.graphql.test_tenant_isolation import CASES
 
 pytestmark = pytest.mark.postgres
@@ -65,6 +65,7 @@ async def test_postgres_reads_levels_of_50_skus_in_two_statements(pg_runtime: Ru
             pg_runtime,
             "query($s: [String!]!){ inventoryLevels(skus: $s) { sku onHand warehouse { code } } }",
             {"s": [f"SKU-{i:05d}" for i in range(50)]},
+            **generous(),
         )
     assert len(result.data["inventoryLevels"]) == 50 * 24
     assert len(statements) == 2, statements
