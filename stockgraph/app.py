@@ -31,14 +31,17 @@ from stockgraph.auth.errors import AuthError
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.tokens import SigningKey, TokenService
 from stockgraph.cache.buckets import FallbackBuckets, MemoryBuckets, RedisBuckets
+from stockgraph.cache.failover import Failover
 from stockgraph.cache.response import ResponseCache, TenantVersions
 from stockgraph.config import ConfigError, MappingConfig, Settings, Topology
+from stockgraph.connectors.budget import ShareBudget
 from stockgraph.connectors.metrics import ConnectorMetrics
 from stockgraph.connectors.registry import (
     BUILDERS,
     ConnectorConfigError,
     build_connector,
 )
+from stockgraph.connectors.shared_budget import SharedBudget
 from stockgraph.connectors.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, InvalidSignature
 from stockgraph.domain.bucket import BucketPolicy
 from stockgraph.domain.ids import TenantId, WarehouseId
@@ -163,6 +166,7 @@ class Runtime:
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     connector_metrics: ConnectorMetrics | None = None
     redis: Redis | None = None
+    budget_failover: Failover = field(default_factory=lambda: Failover(name="WMS budgets"))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -294,6 +298,16 @@ class Runtime:
             live=self.live,
         )
 
+    def _share_budget(self, connector_id: str) -> ShareBudget | None:
+        """With Redis, every process spends one budget per WMS instance."""
+        redis = self.redis
+        if redis is None:
+            return None
+        key = f"stockgraph:budget:{connector_id}"
+        return lambda local: SharedBudget(
+            local=local, redis=redis, key=key, failover=self.budget_failover
+        )
+
     def projection_changed(self, tenant_id: TenantId) -> None:
         """Called after every committed change to a tenant's projection or catalogue."""
         self.versions.bump(tenant_id)
@@ -324,6 +338,7 @@ class Runtime:
                     settings=settings,
                     transport=(transports or {}).get(spec.connector_id),
                     metrics=self.connector_metrics,
+                    share_budget=self._share_budget(spec.connector_id),
                 )
             except ConnectorConfigError as exc:
                 raise ConfigError(str(exc)) from None

@@ -35,6 +35,7 @@ from typing import TypeAlias
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from stockgraph.cache.failover import Failover
 from stockgraph.domain import bucket
 from stockgraph.domain.bucket import BucketPolicy, BucketState, Throttle
 
@@ -234,19 +235,14 @@ class FallbackBuckets:
         retry_seconds: float = 5.0,
         clock: Clock = time.monotonic,
     ) -> None:
-        if not (math.isfinite(retry_seconds) and retry_seconds >= 0):
-            raise ValueError(f"retry_seconds must be a number >= 0, not {retry_seconds!r}")
         self.primary = primary
         self.fallback = fallback
-        self._retry_seconds = retry_seconds
-        self._clock = clock
-        self._degraded = False
-        self._retry_at = -math.inf
+        self._failover = Failover(name="cost buckets", retry_seconds=retry_seconds, clock=clock)
 
     @property
     def degraded(self) -> bool:
         """True while answers come from memory because Redis failed."""
-        return self._degraded
+        return self._failover.degraded
 
     async def take(self, key: str, cost: float) -> Throttle:
         _check_amount("cost", cost)
@@ -260,23 +256,12 @@ class FallbackBuckets:
         return await self._answer(lambda buckets: buckets.peek(key))
 
     async def _answer(self, operation: Callable[[_Backend], Awaitable[Throttle]]) -> Throttle:
-        if self._degraded and self._clock() < self._retry_at:
+        if not self._failover.use_primary():
             return await operation(self.fallback)
         try:
             throttle = await operation(self.primary)
-        except (RedisError, OSError, TimeoutError) as error:
-            self._retry_at = self._clock() + self._retry_seconds
-            if not self._degraded:
-                self._degraded = True
-                log.warning(
-                    "Redis failed (%s: %s); cost buckets are kept in this process, "
-                    "retrying Redis every %.1f s",
-                    type(error).__name__,
-                    error,
-                    self._retry_seconds,
-                )
+        except Failover.ERRORS as error:
+            self._failover.failed(error)
             return await operation(self.fallback)
-        if self._degraded:
-            self._degraded = False
-            log.info("Redis answers again; cost buckets are shared through Redis again")
+        self._failover.succeeded()
         return throttle

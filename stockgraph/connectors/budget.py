@@ -39,6 +39,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from stockgraph.connectors.base import RatePolicy
 from stockgraph.connectors.errors import RateLimited
@@ -99,6 +100,16 @@ class Budget:
     def rate(self) -> float:
         """What we believe the WMS restores per second (calls or credits)."""
         return self._rate
+
+    @property
+    def clock(self) -> Clock:
+        """The clock deadlines are instants on."""
+        return self._clock
+
+    @property
+    def sleep(self) -> Sleep:
+        """Waits on :attr:`clock`."""
+        return self._sleep
 
     @property
     def remaining(self) -> float:
@@ -198,3 +209,25 @@ class Budget:
         short = needed - self._level
         refill = short / self._rate if short > _EPSILON else 0.0
         return max(refill, self._paused_until - now)
+
+
+class RateBudget(Protocol):
+    """What an instance's runtime needs of a budget: this module's, or one shared in Redis."""
+
+    @property
+    def policy(self) -> RatePolicy: ...
+
+    @property
+    def remaining(self) -> float: ...
+
+    def units(self, cost: float) -> float: ...
+
+    async def acquire(self, cost: float = 1.0, *, deadline: float | None = None) -> None: ...
+
+    def correct(self, remaining: float, restore_rate: float | None = None) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
+ShareBudget = Callable[[Budget], RateBudget]
+"""Turns an instance's own budget into the one its runtime spends (shared, say)."""

@@ -16,6 +16,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from stockgraph.connectors.base import Connector, DialectSpec, RatePolicy
+from stockgraph.connectors.budget import ShareBudget
 from stockgraph.connectors.metrics import ConnectorMetrics
 from stockgraph.connectors.runtime import InstanceRuntime
 
@@ -37,6 +38,7 @@ class Plumbing:
 
     transport: httpx.AsyncBaseTransport | None = None
     metrics: ConnectorMetrics | None = None
+    share_budget: ShareBudget | None = None
 
 
 Builder = Callable[[str, Mapping[str, Any], Plumbing], BuiltConnector]
@@ -63,6 +65,7 @@ def _runtime(
         spec=spec,
         transport=plumbing.transport,
         metrics=plumbing.metrics,
+        share_budget=plumbing.share_budget,
     )
 
 
@@ -115,6 +118,7 @@ def build_connector(
     settings: Mapping[str, Any],
     transport: httpx.AsyncBaseTransport | None = None,
     metrics: ConnectorMetrics | None = None,
+    share_budget: ShareBudget | None = None,
 ) -> BuiltConnector:
     """A connector for one instance; ``transport`` is the test seam (an ASGI simulator).
 
@@ -128,7 +132,7 @@ def build_connector(
         known = ", ".join(sorted(BUILDERS))
         raise ConnectorConfigError(f"{connector_id}: unknown dialect {dialect!r} (known: {known})")
     try:
-        return builder(connector_id, settings, Plumbing(transport, metrics))
+        return builder(connector_id, settings, Plumbing(transport, metrics, share_budget))
     except ConnectorConfigError as exc:
         raise ConnectorConfigError(f"{connector_id}: {exc}") from None
 

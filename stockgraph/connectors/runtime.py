@@ -45,7 +45,7 @@ import httpx
 
 from stockgraph.connectors.base import DialectSpec
 from stockgraph.connectors.breaker import CircuitBreaker
-from stockgraph.connectors.budget import Budget, Clock, Sleep
+from stockgraph.connectors.budget import Budget, Clock, RateBudget, ShareBudget, Sleep
 from stockgraph.connectors.errors import (
     CircuitOpen,
     ConnectorError,
@@ -137,7 +137,9 @@ class InstanceRuntime:
     ``clock`` and ``sleep`` (monotonic seconds, and a wait on that clock) drive the budget,
     the retry policy's default waits and the breaker's recovery timeout; tests pass a fake
     pair. ``max_wait`` bounds how long one :meth:`request` may spend waiting for budget,
-    ``Retry-After`` and backoff before it gives up with the last error.
+    ``Retry-After`` and backoff before it gives up with the last error. ``share_budget``
+    turns the instance's own budget into one shared with other processes (see
+    :mod:`stockgraph.connectors.shared_budget`).
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class InstanceRuntime:
         recovery_timeout: float = 30.0,
         max_wait: float = 30.0,
         metrics: ConnectorMetrics | None = None,
+        share_budget: ShareBudget | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -167,7 +170,8 @@ class InstanceRuntime:
         self.max_wait = max_wait
         self._clock = clock
         self._metrics = InstanceMetrics(instance_id=instance_id, series=metrics)
-        self._budget = Budget(policy=spec.rate, instance_id=instance_id, clock=clock, sleep=sleep)
+        budget = Budget(policy=spec.rate, instance_id=instance_id, clock=clock, sleep=sleep)
+        self._budget: RateBudget = share_budget(budget) if share_budget else budget
         self._retry = retry or RetryPolicy(sleep=sleep)
         self._breaker = CircuitBreaker(
             instance_id=instance_id,
@@ -188,7 +192,7 @@ class InstanceRuntime:
         )
 
     @property
-    def budget(self) -> Budget:
+    def budget(self) -> RateBudget:
         return self._budget
 
     @property
