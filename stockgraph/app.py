@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,8 @@ from stockgraph.auth.principal import Principal
 from stockgraph.auth.tokens import SigningKey, TokenService
 from stockgraph.cache.buckets import FallbackBuckets, MemoryBuckets, RedisBuckets
 from stockgraph.cache.failover import Failover
-from stockgraph.cache.response import ResponseCache, TenantVersions
+from stockgraph.cache.invalidation import Invalidations
+from stockgraph.cache.response import ResponseCache
 from stockgraph.config import ConfigError, MappingConfig, Settings, Topology
 from stockgraph.connectors.budget import ShareBudget
 from stockgraph.connectors.metrics import ConnectorMetrics
@@ -44,7 +45,7 @@ from stockgraph.connectors.registry import (
 from stockgraph.connectors.shared_budget import SharedBudget
 from stockgraph.connectors.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, InvalidSignature
 from stockgraph.domain.bucket import BucketPolicy
-from stockgraph.domain.ids import TenantId, WarehouseId
+from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import GeoPoint, WarehouseSpec
 from stockgraph.persistence.access_store import SqlAccessStore
@@ -154,13 +155,14 @@ class Runtime:
     inventory: InventoryService
     catalog_writer: SqlCatalogWriter
     stock_store: SqlStockStore
-    versions: TenantVersions
     response_cache: ResponseCache[CachedAnswer] | None
     ingestion: IngestionService
     sync: SyncService
     live: LiveReads
     operations: OperationsService
     buckets: CostBuckets
+    invalidations: Invalidations
+    """Drops cached answers a change made old, here and (with Redis) in every process."""
     """Every client's bucket of query cost: in Redis when configured, else in memory."""
     instances: dict[str, ConnectorInstance] = field(default_factory=dict)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -175,7 +177,12 @@ class Runtime:
         tokens = build_token_service(settings)
         catalog = CatalogService(reader=SqlCatalogStore(engine=engine))
         stock = SqlStockStore(engine=engine)
-        versions = TenantVersions()
+        response_cache: ResponseCache[CachedAnswer] | None = None
+        if settings.response_cache_size:
+            response_cache = ResponseCache(
+                max_entries=settings.response_cache_size,
+                ttl_seconds=settings.response_cache_ttl_seconds,
+            )
         instances: dict[str, ConnectorInstance] = {}
         # Opens no connection until the first command, which the lifespan's loop sends.
         redis = None
@@ -184,6 +191,19 @@ class Runtime:
             redis = Redis.from_url(
                 settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
             )
+        invalidations = Invalidations(
+            apply=response_cache.invalidate if response_cache else lambda _t, _s: None,
+            forget_all=response_cache.clear if response_cache else lambda: None,
+            redis=redis,
+            # Listening waits for messages as long as it takes: no read timeout there.
+            listener=(
+                Redis.from_url(
+                    settings.redis_url, socket_connect_timeout=1.0, health_check_interval=15
+                )
+                if settings.redis_url
+                else None
+            ),
+        )
         policy = BucketPolicy(
             capacity=settings.cost_bucket_size, restore_rate=settings.cost_restore_rate
         )
@@ -201,20 +221,20 @@ class Runtime:
             instances=instances.get,
             inbox=SqlInbox(engine=engine),
             unit_of_work=unit_of_work,
-            on_change=versions.bump,
+            on_change=invalidations.changed,
         )
         sync = SyncService(
             ingestion=ingestion,
             states=SqlConnectorStates(engine=engine),
             unit_of_work=unit_of_work,
-            on_change=versions.bump,
+            on_change=invalidations.changed,
         )
         live = LiveReads(
             instances=lambda: list(instances.values()),
             ingestion=ingestion,
             unit_of_work=unit_of_work,
             stock=stock,
-            on_change=versions.bump,
+            on_change=invalidations.changed,
         )
         return cls(
             settings=settings,
@@ -227,7 +247,7 @@ class Runtime:
             inventory=InventoryService(stock=stock, catalog=catalog),
             catalog_writer=SqlCatalogWriter(engine=engine),
             stock_store=stock,
-            versions=versions,
+            invalidations=invalidations,
             ingestion=ingestion,
             sync=sync,
             live=live,
@@ -239,32 +259,26 @@ class Runtime:
             instances=instances,
             buckets=buckets,
             redis=redis,
-            response_cache=(
-                ResponseCache(
-                    max_entries=settings.response_cache_size,
-                    ttl_seconds=settings.response_cache_ttl_seconds,
-                )
-                if settings.response_cache_size
-                else None
-            ),
+            response_cache=response_cache,
         )
 
     def __post_init__(self) -> None:
         self.connector_metrics = ConnectorMetrics(registry=self.metrics)
         cache = self.response_cache
         if cache is not None:
-            hits = Gauge(
-                "stockgraph_response_cache_hits",
-                "Answers served from the cache",
-                registry=self.metrics,
-            )
-            hits.set_function(lambda: cache.stats().hits)
-            misses = Gauge(
-                "stockgraph_response_cache_misses",
-                "Cacheable answers executed",
-                registry=self.metrics,
-            )
-            misses.set_function(lambda: cache.stats().misses)
+            figures = {
+                "hits": "Answers served from the cache",
+                "misses": "Cacheable answers executed",
+                "entries": "Answers held",
+                "invalidated": "Answers dropped because what they cover changed",
+            }
+
+            def figure(name: str) -> Callable[[], float]:
+                return lambda: float(getattr(cache.stats(), name))
+
+            for name, help_text in figures.items():
+                gauge = Gauge(f"stockgraph_response_cache_{name}", help_text, registry=self.metrics)
+                gauge.set_function(figure(name))
         instances = Gauge(
             "stockgraph_connector_instances", "WMS instances connected", registry=self.metrics
         )
@@ -308,9 +322,10 @@ class Runtime:
             local=local, redis=redis, key=key, failover=self.budget_failover
         )
 
-    def projection_changed(self, tenant_id: TenantId) -> None:
-        """Called after every committed change to a tenant's projection or catalogue."""
-        self.versions.bump(tenant_id)
+    def projection_changed(self, tenant_id: TenantId, skus: Collection[Sku] | None = None) -> None:
+        """Called after every committed change to a tenant's projection (the SKUs written)
+        or catalogue (None: anything may have changed)."""
+        self.invalidations.changed(tenant_id, skus)
 
     async def connect_instances(
         self,
@@ -380,6 +395,8 @@ class Runtime:
         """The inbox worker and the sync loop, until :meth:`close`."""
         self.tasks.append(asyncio.create_task(self.ingestion.run(), name="inbox"))
         self.tasks.append(asyncio.create_task(self.sync_loop(), name="sync"))
+        if self.redis is not None:
+            self.tasks.append(asyncio.create_task(self.invalidations.run(), name="invalidations"))
 
     async def open(self) -> None:
         """Nothing to open yet: connections open on first use, inside the lifespan."""
@@ -394,6 +411,7 @@ class Runtime:
         for instance in self.instances.values():
             await instance.connector.aclose()
         self.instances.clear()
+        await self.invalidations.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -459,7 +477,6 @@ def create_app(
         ),
         graphiql=settings.graphiql,
         cache=rt.response_cache,
-        versions=rt.versions,
         max_tokens=settings.max_tokens,
     )
 

@@ -1,45 +1,59 @@
-"""Whole-response caching for hot storefront reads.
+"""Whole-response caching for hot storefront reads, invalidated by what changes.
 
 A storefront asks the same few documents again and again (``availability`` of the SKUs on
 a page). Executing GraphQL for each costs far more than the answer is worth, so the HTTP
-view keeps the encoded response of cacheable reads and serves repeats as bytes.
+view keeps the encoded answer of cacheable reads and serves repeats as bytes.
 
-Correctness comes from versions, not from expiry: every key carries the tenant's
-projection version, and every change to a tenant's projection or catalogue bumps it
-(:meth:`TenantVersions.bump`), so an entry can never outlive the data it was made from
-in this process. The TTL is only a safety net against writers in other processes, which
-this in-process cache cannot hear about.
+Correctness comes from invalidation, not from expiry. Every answer is kept with the SKUs it
+covers (its *tags*; an answer that reads no stock, such as the catalogue, has none). Every
+committed change to the projection names the SKUs it touched and drops the answers tagged
+with any of them (:meth:`ResponseCache.invalidate`); a change to the catalogue drops all of
+the tenant's answers. An answer computed while a change to its SKUs was being committed is
+not kept: :meth:`ResponseCache.begin` notes where the tenant's changes stood before the
+answer was computed, and :meth:`ResponseCache.put` refuses the answer if any change since
+then touched its tags. So an answer is never older than the last change applied in this
+process; other processes' changes arrive through :mod:`stockgraph.cache.invalidation`. The
+TTL is only a safety net.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Hashable
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
+_LOG_LENGTH = 256
+"""Changes remembered per tenant to judge answers computed meanwhile; older ones refuse."""
 
-class TenantVersions:
-    """A counter per tenant that moves on every change to its projection or catalogue."""
 
-    def __init__(self) -> None:
-        self._versions: dict[str, int] = {}
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Where a tenant's changes stood when an answer began to be computed."""
 
-    def current(self, tenant_id: str) -> int:
-        return self._versions.get(tenant_id, 0)
-
-    def bump(self, tenant_id: str) -> None:
-        self._versions[tenant_id] = self._versions.get(tenant_id, 0) + 1
+    tenant_id: str
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry(Generic[V]):
     value: V
-    version: int
+    tenant_id: str
+    tags: frozenset[str]
     expires_at: float
+
+
+@dataclass
+class _Tenant:
+    generation: int = 0
+    changes: deque[tuple[int, frozenset[str] | None]] = field(
+        default_factory=lambda: deque(maxlen=_LOG_LENGTH)
+    )
+    keys: set[Hashable] = field(default_factory=set)
+    by_tag: dict[str, set[Hashable]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +61,20 @@ class CacheStats:
     hits: int
     misses: int
     entries: int
+    invalidated: int
 
 
 class ResponseCache(Generic[V]):
-    """A bounded LRU of answers (encoded responses), keyed by tenant, caller scopes and request.
+    """A bounded LRU of answers, keyed by tenant, caller scopes and request, tagged by SKU.
 
-    >>> cache: ResponseCache[bytes] = ResponseCache(max_entries=2, ttl_seconds=60)
-    >>> cache.put(("acme", "q"), 1, b"{}")
-    >>> cache.get(("acme", "q"), 1), cache.get(("acme", "q"), 2)
-    (b'{}', None)
+    >>> cache: ResponseCache[bytes] = ResponseCache(max_entries=8, ttl_seconds=60)
+    >>> ticket = cache.begin("acme")
+    >>> cache.put("a", ticket, frozenset({"SKU-1"}), b"{...}")
+    True
+    >>> cache.invalidate("acme", {"SKU-2"}); cache.get("a")
+    b'{...}'
+    >>> cache.invalidate("acme", {"SKU-1"}); cache.get("a") is None
+    True
     """
 
     def __init__(
@@ -70,28 +89,101 @@ class ResponseCache(Generic[V]):
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
         self._entries: OrderedDict[Hashable, _Entry[V]] = OrderedDict()
+        self._tenants: dict[str, _Tenant] = {}
         self._max = max_entries
         self._ttl = ttl_seconds
         self._clock = clock
         self._hits = 0
         self._misses = 0
+        self._invalidated = 0
 
-    def get(self, key: Hashable, version: int) -> V | None:
+    def get(self, key: Hashable) -> V | None:
         entry = self._entries.get(key)
-        if entry is None or entry.version != version or entry.expires_at <= self._clock():
+        if entry is None or entry.expires_at <= self._clock():
             if entry is not None:
-                del self._entries[key]
+                self._drop(key)
             self._misses += 1
             return None
         self._entries.move_to_end(key)
         self._hits += 1
         return entry.value
 
-    def put(self, key: Hashable, version: int, value: V) -> None:
-        self._entries[key] = _Entry(value, version, self._clock() + self._ttl)
-        self._entries.move_to_end(key)
+    def begin(self, tenant_id: str) -> Ticket:
+        """Note where ``tenant_id``'s changes stand; call before computing an answer."""
+        return Ticket(tenant_id, self._tenant(tenant_id).generation)
+
+    def unchanged_since(self, ticket: Ticket, tags: Collection[str]) -> bool:
+        """Whether no change since ``ticket`` touched any of ``tags``."""
+        tenant = self._tenant(ticket.tenant_id)
+        missed = tenant.generation - ticket.generation
+        if missed == 0:
+            return True
+        if missed > len(tenant.changes):
+            return False  # too many changes since to tell: do not risk it
+        tags = frozenset(tags)
+        return not any(
+            touched is None or touched & tags for _g, touched in list(tenant.changes)[-missed:]
+        )
+
+    def put(self, key: Hashable, ticket: Ticket, tags: Collection[str], value: V) -> bool:
+        """Keep ``value`` unless a change since ``ticket`` touched ``tags``; True if kept."""
+        tags = frozenset(tags)
+        if not self.unchanged_since(ticket, tags):
+            return False
+        tenant = self._tenant(ticket.tenant_id)
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = _Entry(value, ticket.tenant_id, tags, self._clock() + self._ttl)
+        tenant.keys.add(key)
+        for tag in tags:
+            tenant.by_tag.setdefault(tag, set()).add(key)
         while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
+        return True
+
+    def invalidate(self, tenant_id: str, skus: Collection[str] | None) -> None:
+        """Drop the tenant's answers covering any of ``skus``; all of them when None."""
+        tenant = self._tenant(tenant_id)
+        touched = None if skus is None else frozenset(skus)
+        tenant.generation += 1
+        tenant.changes.append((tenant.generation, touched))
+        if touched is None:
+            doomed: set[Hashable] = set(tenant.keys)
+        else:
+            doomed = set()
+            for sku in touched:
+                doomed |= tenant.by_tag.get(sku, set())
+        for key in doomed:
+            self._drop(key)
+        self._invalidated += len(doomed)
+
+    def clear(self) -> None:
+        """Forget every answer (when changes may have been missed); generations move on."""
+        for tenant_id in list(self._tenants):
+            self.invalidate(tenant_id, None)
+        self._entries.clear()
 
     def stats(self) -> CacheStats:
-        return CacheStats(self._hits, self._misses, len(self._entries))
+        return CacheStats(self._hits, self._misses, len(self._entries), self._invalidated)
+
+    def _tenant(self, tenant_id: str) -> _Tenant:
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            tenant = self._tenants[tenant_id] = _Tenant()
+        return tenant
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        tenant = self._tenants[entry.tenant_id]
+        tenant.keys.discard(key)
+        for tag in entry.tags:
+            keys = tenant.by_tag.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del tenant.by_tag[tag]
+
+
+__all__ = ["CacheStats", "ResponseCache", "Ticket"]

@@ -167,6 +167,9 @@ class Query:
             as_of=as_of,
             live=info.context.live() if max_age is not None and as_of is None else None,
         )
+        # An alias with no level yet is covered by the code asked; others by their SKU.
+        info.context.cover(skus)
+        info.context.cover(answer.level.sku for answer in answers)
         views: dict[WarehouseId, Warehouse] = {}
         levels: list[InventoryLevel] = []
         for answer in answers:
@@ -218,6 +221,8 @@ class Query:
             warehouses=mine.ordered if mine else None,
             per_warehouse=listed,
         )
+        info.context.cover(skus)
+        info.context.cover(answer.skus)
         if answer.unknown_codes:
             info.context.warn(
                 "UNKNOWN_SKU",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
@@ -120,6 +120,8 @@ class Context:
     cacheable: bool = True
     """Cleared when the answer must not be kept by the response cache (it has errors)."""
     cost: CostRecord = field(default_factory=CostRecord)
+    covered: set[str] = field(default_factory=set)
+    """The SKUs whose stock the answer shows: a cached answer is dropped when they change."""
     _warehouses: asyncio.Future[TenantWarehouses] | None = None
     _item_loader: DataLoader[str, Item | None] | None = None
     _live_loader: DataLoader[tuple[WarehouseId, Sku], StockLevel | None] | None = None
@@ -168,6 +170,10 @@ class Context:
                 self.principal.tenant_id, self.cost.record
             )
         return self._live_loader
+
+    def cover(self, skus: Iterable[str]) -> None:
+        """Say that the answer shows the stock of ``skus`` (SKUs, and the codes asked)."""
+        self.covered.update(skus)
 
     def warn(self, code: str, message: str, **detail: Any) -> None:
         """A non-fatal remark returned in ``extensions.warnings``."""

@@ -9,6 +9,7 @@ those are priced and spent as if they had run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from strawberry.http.typevars import RootValue
 from strawberry.schema import BaseSchema
 
 from stockgraph.auth.principal import Principal
-from stockgraph.cache.response import ResponseCache, TenantVersions
+from stockgraph.cache.response import ResponseCache
 from stockgraph.schema.cacheable import is_cacheable
 from stockgraph.schema.context import Context, CostRecord, Limits, Services, bucket_key
 from stockgraph.schema.errors import ErrorCode, error_body, format_errors
@@ -59,6 +60,10 @@ class CachedAnswer:
         )
 
 
+_Shared = tuple[CachedAnswer, frozenset[str]]
+"""An answer computed for several identical requests, and the SKUs it covers."""
+
+
 class GraphQLView(GraphQL[Context, RootValue]):
     """Strawberry's ASGI view with Stockgraph's authentication and response shape."""
 
@@ -71,7 +76,6 @@ class GraphQLView(GraphQL[Context, RootValue]):
         limits: Limits,
         graphiql: bool,
         cache: ResponseCache[CachedAnswer] | None = None,
-        versions: TenantVersions | None = None,
         max_tokens: int = 4000,
     ) -> None:
         super().__init__(
@@ -85,7 +89,7 @@ class GraphQLView(GraphQL[Context, RootValue]):
         self._limits = limits
         self._graphiql = graphiql
         self._cache = cache
-        self._versions = versions or TenantVersions()
+        self._inflight: dict[Hashable, asyncio.Future[_Shared | None]] = {}
         self._max_tokens = max_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -110,22 +114,42 @@ class GraphQLView(GraphQL[Context, RootValue]):
         await response(scope, receive, send)
 
     async def _answer(self, request: Request, principal: Principal) -> Response:
-        """From the response cache when it holds this request, else by executing it."""
+        """From the response cache when it holds this request, else by executing it.
+
+        Identical requests that miss at the same time share one execution (single flight):
+        the first computes the answer, the others wait for it and replay it, each priced
+        and spent on its own.
+        """
         cache = self._cache
         key = await self._cache_key(request, principal) if cache is not None else None
         if cache is None or key is None:
             return await self._execute(request, principal)
-        # Read before executing: a change committed meanwhile makes this entry stale at once.
-        version = self._versions.current(principal.tenant_id)
-        cached = cache.get(key, version)
+        cached = cache.get(key)
         if cached is not None:
             return await self._replay(cached, principal)
-        response = await self._execute(request, principal)
-        context = request.state.graphql_context
-        answer = getattr(request.state, "answer", None)
-        if response.status_code == 200 and context.cacheable and answer is not None:
-            cache.put(key, version, answer)
-        return response
+        # Noted before executing or waiting: a change committed meanwhile to what the
+        # answer covers keeps that answer from this request and from the cache.
+        ticket = cache.begin(principal.tenant_id)
+        leader = self._inflight.get(key)
+        if leader is not None:
+            shared = await asyncio.shield(leader)
+            if shared is not None and cache.unchanged_since(ticket, shared[1]):
+                return await self._replay(shared[0], principal)
+            return await self._execute(request, principal)
+        flight: asyncio.Future[_Shared | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = flight
+        shared = None
+        try:
+            response = await self._execute(request, principal)
+            context = request.state.graphql_context
+            answer = getattr(request.state, "answer", None)
+            if response.status_code == 200 and context.cacheable and answer is not None:
+                shared = (answer, frozenset(context.covered))
+                cache.put(key, ticket, shared[1], answer)
+            return response
+        finally:
+            del self._inflight[key]
+            flight.set_result(shared)
 
     async def _replay(self, cached: CachedAnswer, principal: Principal) -> Response:
         """A cached answer, priced and spent like the operation it answers."""

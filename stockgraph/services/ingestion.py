@@ -34,7 +34,7 @@ from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping, MappedLevel, Unmappable
 from stockgraph.domain.model import AuditEntry, MovementCause, StockLevel, StockMovement
 from stockgraph.domain.quantities import StockQuantities, with_physical
-from stockgraph.services.ports import Inbox, InboxEntry, UnitOfWork
+from stockgraph.services.ports import Inbox, InboxEntry, ProjectionChanged, UnitOfWork
 
 log = logging.getLogger("stockgraph.ingestion")
 
@@ -87,7 +87,8 @@ class ApplyReport:
     stale: int = 0
     unchanged: int = 0
     exceptions: int = 0
-    tenants: set[TenantId] = field(default_factory=set)
+    touched: dict[TenantId, set[Sku]] = field(default_factory=dict)
+    """The SKUs whose levels were written (changed, or only brought up to date), by tenant."""
 
 
 _CAUSE_REASON = {
@@ -107,7 +108,7 @@ class IngestionService:
         instances: Callable[[str], ConnectorInstance | None],
         inbox: Inbox,
         unit_of_work: Callable[[], UnitOfWork],
-        on_change: Callable[[TenantId], None] = lambda _t: None,
+        on_change: ProjectionChanged = lambda _t, _s: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._instances = instances
@@ -174,8 +175,8 @@ class IngestionService:
                 )
                 continue
             report.entries += len(entries)
-        for tenant in report.tenants:
-            self._on_change(tenant)
+        for tenant, skus in report.touched.items():
+            self._on_change(tenant, skus)
         return report
 
     async def _apply_entries(
@@ -321,6 +322,7 @@ class IngestionService:
                 state[ours.sku] = new_level
                 read = held.get(ours.sku)
                 writes[ours.sku] = (new_level, read[1] if read else None)
+                report.touched.setdefault(instance.tenant_id, set()).add(ours.sku)
                 delta = before.delta_to(quantities)
                 if delta.is_zero():
                     report.unchanged += 1
@@ -356,7 +358,6 @@ class IngestionService:
                         )
                     )
             if applied:
-                report.tenants.add(instance.tenant_id)
                 audits.append(
                     AuditEntry(
                         tenant_id=instance.tenant_id,

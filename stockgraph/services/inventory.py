@@ -28,6 +28,8 @@ class LevelAnswer:
 class AvailabilityAnswer:
     entries: Sequence[SkuAvailability]
     unknown_codes: Sequence[str]
+    skus: frozenset[Sku] = frozenset()
+    """The items the codes named (an alias names its item's SKU)."""
 
 
 def _distinct(codes: Sequence[str]) -> list[str]:
@@ -112,6 +114,7 @@ class InventoryService:
                     if code in sums
                 ],
                 [c for c in codes if c not in sums],
+                frozenset(row.sku for row in sums.values()),
             )
         totals = await self._stock.totals(tenant_id, codes)
         locations: dict[WarehouseId, GeoPoint | None] = {}
@@ -136,4 +139,8 @@ class InventoryService:
             for code in codes
             if code in by_code
         ]
-        return AvailabilityAnswer(entries, [c for c in codes if c not in by_code])
+        return AvailabilityAnswer(
+            entries,
+            [c for c in codes if c not in by_code],
+            frozenset(row.sku for row in totals),
+        )

@@ -29,7 +29,7 @@ from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import LevelSource, MovementCause, StockLevel
 from stockgraph.services.ingestion import ApplyReport, ConnectorInstance, IngestionService
-from stockgraph.services.ports import StockReader, UnitOfWork
+from stockgraph.services.ports import ProjectionChanged, StockReader, UnitOfWork
 
 log = logging.getLogger("stockgraph.live")
 
@@ -65,7 +65,7 @@ class LiveReads:
         stock: StockReader,
         timeout_seconds: float = 2.0,
         wait_seconds: float = 0.1,
-        on_change: Callable[[TenantId], None] = lambda _t: None,
+        on_change: ProjectionChanged = lambda _t, _s: None,
     ) -> None:
         self._instances = instances
         self._ingestion = ingestion
@@ -107,18 +107,19 @@ class LiveReads:
         asked = [(instances[w], skus) for w, skus in by_warehouse.items() if w in instances]
         answers = await asyncio.gather(*(self._ask(i, skus, record) for i, skus in asked))
         answered: list[WarehouseId] = []
-        changed = False
+        touched: set[Sku] = set()
         for (instance, _skus), levels in zip(asked, answers, strict=True):
             if levels is None:
                 continue
             try:
-                changed = bool((await self._write_back(instance, levels)).applied) or changed
+                report = await self._write_back(instance, levels)
             except ConcurrentChange as exc:
                 log.info("live answer of %s not kept: %s", instance.connector_id, exc)
                 continue
+            touched |= report.touched.get(tenant_id, set())
             answered.append(instance.warehouse_id)
-        if changed:
-            self._on_change(tenant_id)
+        if touched:
+            self._on_change(tenant_id, touched)
         if not answered:
             return {}
         wanted = set(keys)

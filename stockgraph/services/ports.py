@@ -6,7 +6,7 @@ The composition root (``stockgraph.app``) passes concrete implementations from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -170,3 +170,8 @@ class CostBuckets(Protocol):
 
     async def peek(self, key: str) -> Throttle:
         """The bucket as it is now, unchanged."""
+
+
+ProjectionChanged = Callable[[TenantId, Collection[Sku] | None], None]
+"""Told after every committed change to a tenant's projection: the SKUs whose levels were
+written, or None when anything of the tenant may have changed (its catalogue, say)."""

@@ -21,7 +21,7 @@ from stockgraph.connectors.errors import ConnectorError, MalformedPayload
 from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.model import MovementCause
 from stockgraph.services.ingestion import ApplyReport, ConnectorInstance, IngestionService
-from stockgraph.services.ports import UnitOfWork
+from stockgraph.services.ports import ProjectionChanged, UnitOfWork
 
 log = logging.getLogger("stockgraph.sync")
 
@@ -44,7 +44,7 @@ class SyncService:
         ingestion: IngestionService,
         states: ConnectorStates,
         unit_of_work: Callable[[], UnitOfWork],
-        on_change: Callable[[str], None] = lambda _t: None,
+        on_change: ProjectionChanged = lambda _t, _s: None,
     ) -> None:
         self._ingestion = ingestion
         self._states = states
@@ -83,8 +83,8 @@ class SyncService:
             if cursor is None:
                 break
         await self._states.save(instance.connector_id, full_sync=True)
-        if report.applied:
-            self._on_change(instance.tenant_id)
+        for tenant, skus in report.touched.items():
+            self._on_change(tenant, skus)
         return report
 
     async def poll(self, instance: ConnectorInstance) -> ApplyReport:
@@ -108,8 +108,8 @@ class SyncService:
                 await uow.commit()
         if next_cursor is not None and next_cursor != cursor:
             await self._states.save(instance.connector_id, cursor=next_cursor)
-        if report.applied:
-            self._on_change(instance.tenant_id)
+        for tenant, skus in report.touched.items():
+            self._on_change(tenant, skus)
         return report
 
     async def _quarantine(self, instance: ConnectorInstance, exc: MalformedPayload) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,8 +15,9 @@ from sqlalchemy import text
 from stockgraph.app import Runtime, create_app
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
-from stockgraph.domain.ids import TenantId
+from stockgraph.domain.ids import Sku, TenantId
 from tests.conftest import make_settings
+from tests.graphql.helpers import counted_statements
 
 AVAILABILITY = {"query": 'query { availability(skus: ["SKU-00001"]) { sku available onHand } }'}
 
@@ -114,3 +116,57 @@ async def test_different_variables_are_different_entries(client: Client) -> None
     two = await client.post({"query": query, "variables": {"s": ["SKU-00002"]}})
     assert one.json() != two.json()
     assert client.hits == 0
+
+
+def _availability(sku: str) -> dict[str, Any]:
+    return {"query": f'{{ availability(skus: ["{sku}"]) {{ sku available onHand }} }}'}
+
+
+async def test_a_change_drops_only_the_answers_covering_the_changed_skus(client: Client) -> None:
+    await client.post(_availability("SKU-00001"))
+    await client.post(_availability("SKU-00002"))
+    levels = {"query": '{ inventoryLevels(skus: ["SKU-00002"]) { sku onHand } }'}
+    await client.post(levels)
+    await _set_on_hand(client.runtime, 7)  # SKU-00001
+    client.runtime.projection_changed(TenantId("acme"), {Sku("SKU-00001")})
+    changed = (await client.post(_availability("SKU-00001"))).json()
+    assert changed["data"]["availability"][0]["onHand"] == 7 * 24
+    assert client.hits == 0
+    await client.post(_availability("SKU-00002"))
+    await client.post(levels)
+    assert client.hits == 2
+
+
+async def test_an_alias_is_covered_by_its_items_sku(client: Client) -> None:
+    alias = await _an_alias(client.runtime, "SKU-00001")
+    before = (await client.post(_availability(alias))).json()
+    await _set_on_hand(client.runtime, 3)
+    client.runtime.projection_changed(TenantId("acme"), {Sku("SKU-00001")})
+    after = (await client.post(_availability(alias))).json()
+    assert after["data"]["availability"][0]["onHand"] == 3 * 24 != before["data"]
+    assert client.hits == 0
+
+
+async def _an_alias(runtime: Runtime, sku: str) -> str:
+    async with runtime.engine.connect() as conn:
+        alias = (
+            await conn.execute(
+                text("SELECT alias FROM item_aliases WHERE tenant_id = 'acme' AND sku = :s"),
+                {"s": sku},
+            )
+        ).scalar()
+    if alias is None:
+        pytest.skip(f"the demo gives {sku} no alias")
+    return str(alias)
+
+
+async def test_identical_misses_at_once_share_one_execution(client: Client) -> None:
+    query = _availability("SKU-00003")
+    with counted_statements(client.runtime) as statements:
+        answers = await asyncio.gather(*(client.post(query) for _ in range(10)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.content.split(b',"extensions":')[0] for a in answers}) == 1
+    # One execution: one read of the tenant's warehouses and one of the stock.
+    assert len(statements) <= 2, statements
+    # Each was priced and spent on its own.
+    assert {a.json()["extensions"]["cost"]["actualQueryCost"] for a in answers} == {1}

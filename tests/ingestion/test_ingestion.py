@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy import text
 
 from stockgraph.connectors.signing import InvalidSignature, sign
-from stockgraph.services.ingestion import BadDelivery, Receipt, UnknownConnector
+from stockgraph.persistence.inbox_store import SqlInbox
+from stockgraph.persistence.unit_of_work import SqlUnitOfWork
+from stockgraph.services.ingestion import BadDelivery, IngestionService, Receipt, UnknownConnector
 from tests.ingestion.conftest import OLD_SECRET, SECRET, World
 
 
@@ -178,3 +180,20 @@ async def test_concurrent_deliveries_of_one_event_are_kept_once(world: World) ->
     assert receipts[:5].count(Receipt.DUPLICATE) == 4
     assert receipts[5:] == [Receipt.ACCEPTED] * 5
     assert await world.scalar("SELECT count(*) FROM inbox_events") == 6
+
+
+async def test_applied_events_name_the_skus_they_wrote_to_whoever_caches_them(
+    world: World,
+) -> None:
+    heard: list[tuple[str, set[str] | None]] = []
+    service = IngestionService(
+        instances={"acme-wh-00": world.instance}.get,
+        inbox=SqlInbox(engine=world.runtime.engine),
+        unit_of_work=lambda: SqlUnitOfWork(engine=world.runtime.engine),
+        on_change=lambda tenant, skus: heard.append((tenant, None if skus is None else set(skus))),
+    )
+    await world.deliver("e1", 100, [{"sku": "W1", "qty": 77}, {"sku": "W2", "qty": 5}])
+    await world.deliver("e2", 101, [{"sku": "GHOST", "qty": 1}])  # an exception, no write
+    report = await service.apply_pending()
+    assert report.touched == {"acme": {"SKU-00001", "SKU-00002"}}
+    assert heard == [("acme", {"SKU-00001", "SKU-00002"})]
