@@ -23,14 +23,16 @@ Example::
     >>> schema = build_schema("type Row { name: String } type Query { rows(first: Int): [Row] }")
     >>> analyse(schema, parse("{ rows(first: 3) { name } }"), None, {}, Sizes(warehouses=1))
     Analysis(requested=3, mutations=0, live_calls=0)
-    >>> actual_cost({"rows": [{"name": "a"}, {"name": "b"}]}, upstream_calls=0, mutations=0)
+    >>> analysis = analyse(schema, parse("{ rows { name } }"), None, {}, Sizes(warehouses=1))
+    >>> data = {"rows": [{"name": "a"}, {"name": "b"}]}
+    >>> actual_cost(data, analysis.shape, upstream_calls=0, mutations=0)
     2
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
@@ -78,6 +80,9 @@ class Sizes:
     """The largest ``first`` accepted."""
 
 
+Shape = dict[str, "Shape"]
+
+
 @dataclass(frozen=True, slots=True)
 class Analysis:
     """The price of one operation, before it runs."""
@@ -87,6 +92,9 @@ class Analysis:
     """Mutation fields it runs; each costs :data:`MUTATION_COST` again in the actual cost."""
     live_calls: int
     """Upstream WMS calls it may make."""
+    shape: Shape = field(default_factory=dict, repr=False, compare=False)
+    """Where the answer's objects are (response keys of object fields, nested), so that
+    :func:`actual_cost` visits only those and not every scalar."""
 
 
 class WarehouseCountNeeded(LookupError):
@@ -157,26 +165,43 @@ def analyse(
     if not isinstance(coerced, VariableValues):
         return Analysis(0, 0, 0)  # execution refuses the variables before anything runs
     walker = _Walker(schema, document, coerced, sizes)
-    requested = walker.selection_cost(root, [operation.selection_set], slice_size=None)
+    shape: Shape = {}
+    requested = walker.selection_cost(root, [operation.selection_set], None, shape)
     mutations = 0
     if operation.operation is OperationType.MUTATION:
         mutations = len(walker.collect(root, [operation.selection_set]))
-    return Analysis(requested + mutations * MUTATION_COST, mutations, walker.live_calls)
+    return Analysis(requested + mutations * MUTATION_COST, mutations, walker.live_calls, shape)
 
 
-def actual_cost(data: object, *, upstream_calls: int, mutations: int) -> int:
-    """What an answer cost: its objects, the WMS calls made and the mutations run."""
-    return (
-        _objects(data, root=True) + upstream_calls * UPSTREAM_CALL_COST + mutations * MUTATION_COST
-    )
+def actual_cost(data: object, shape: Shape, *, upstream_calls: int, mutations: int) -> int:
+    """What an answer cost: its objects, the WMS calls made and the mutations run.
+
+    ``shape`` (from :attr:`Analysis.shape`) says where in ``data`` the objects are.
+    """
+    objects = _objects_in(data, shape) if isinstance(data, dict) else 0
+    return objects + upstream_calls * UPSTREAM_CALL_COST + mutations * MUTATION_COST
 
 
-def _objects(value: object, *, root: bool = False) -> int:
-    if isinstance(value, dict):
-        return (0 if root else OBJECT_COST) + sum(_objects(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_objects(v) for v in value)
-    return 0
+def _objects_in(parent: dict[str, Any], shape: Shape) -> int:
+    """Objects below ``parent`` (not counting it) where ``shape`` says they are."""
+    count = 0
+    for key, inner in shape.items():
+        value = parent.get(key)
+        if isinstance(value, dict):
+            count += OBJECT_COST + (_objects_in(value, inner) if inner else 0)
+        elif isinstance(value, list):
+            count += _objects_of_list(value, inner)
+    return count
+
+
+def _objects_of_list(values: list[Any], shape: Shape) -> int:
+    count = 0
+    for value in values:
+        if isinstance(value, dict):
+            count += OBJECT_COST + (_objects_in(value, shape) if shape else 0)
+        elif isinstance(value, list):
+            count += _objects_of_list(value, shape)
+    return count
 
 
 def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
@@ -203,9 +228,9 @@ class _Walker:
     ) -> dict[str, list[tuple[Any, FieldNode]]]:
         """Fields by response key, each with the type it is selected on (fragments merged)."""
         fields: dict[str, list[tuple[Any, FieldNode]]] = {}
-        for node_type, field in self._fields(parent, selection_sets, set()):
-            key = field.alias.value if field.alias else field.name.value
-            fields.setdefault(key, []).append((node_type, field))
+        for node_type, node in self._fields(parent, selection_sets, set()):
+            key = node.alias.value if node.alias else node.name.value
+            fields.setdefault(key, []).append((node_type, node))
         return fields
 
     def _fields(
@@ -228,16 +253,23 @@ class _Walker:
                     yield from self._fields(on or parent, [fragment.selection_set], seen | {name})
 
     def selection_cost(
-        self, parent: Any, selection_sets: Sequence[SelectionSetNode], *, slice_size: int | None
+        self,
+        parent: Any,
+        selection_sets: Sequence[SelectionSetNode],
+        slice_size: int | None,
+        shape: Shape,
     ) -> int:
+        """The cost of a selection; notes in ``shape`` where its objects will be."""
         total = 0
-        for selected in self.collect(parent, selection_sets).values():
+        for key, selected in self.collect(parent, selection_sets).items():
             # The same response key selected on several types of a union or interface: the
             # dearest reading is the one that counts.
-            total += max(self._field_cost(t, f, slice_size) for t, f in selected)
+            total += max(self._field_cost(t, f, slice_size, shape, key) for t, f in selected)
         return total
 
-    def _field_cost(self, parent: Any, node: FieldNode, slice_size: int | None) -> int:
+    def _field_cost(
+        self, parent: Any, node: FieldNode, slice_size: int | None, shape: Shape, key: str
+    ) -> int:
         name = node.name.value
         fields = getattr(parent, "fields", None)  # object and interface types; not unions
         if name.startswith("__") or fields is None:
@@ -245,7 +277,7 @@ class _Walker:
         definition = fields.get(name)
         if definition is None:
             return 0
-        return self._priced(parent.name, name, definition, node, slice_size)
+        return self._priced(parent.name, name, definition, node, slice_size, shape, key)
 
     def _priced(
         self,
@@ -254,6 +286,8 @@ class _Walker:
         definition: GraphQLField,
         node: FieldNode,
         slice_size: int | None,
+        shape: Shape,
+        key: str,
     ) -> int:
         arguments = self._arguments(definition, node)
         calls = _live_calls(type_name, name, arguments, self._sizes)
@@ -267,8 +301,9 @@ class _Walker:
             first = arguments.get("first")
             child_slice = self._first(first) if isinstance(first, int) else self._sizes.page_size
         item = OBJECT_COST
+        inner = shape.setdefault(key, {})
         if node.selection_set is not None:
-            item += self.selection_cost(named, [node.selection_set], slice_size=child_slice)
+            item += self.selection_cost(named, [node.selection_set], child_slice, inner)
         if not _is_list(definition.type):
             return item + upstream
         return item * self._list_size(type_name, name, arguments, slice_size) + upstream

@@ -64,6 +64,7 @@ class CostLimiter(SchemaExtension):
         record = context.cost
         record.actual = actual_cost(
             result.data if result is not None else None,
+            analysis.shape,
             upstream_calls=record.upstream_calls,
             mutations=analysis.mutations,
         )

@@ -135,10 +135,25 @@ def test_mutations_cost_ten_on_top_of_their_selection() -> None:
 
 
 def test_the_actual_cost_counts_objects_calls_and_mutations() -> None:
+    document = parse('{ levels: inventoryLevels(skus: ["a"]) { sku warehouse { id } } }')
+    shape = analyse(SCHEMA, document, None, {}, SIZES).shape
     data = {"levels": [{"sku": "a", "warehouse": {"id": "1"}}, {"sku": "b", "warehouse": None}]}
-    assert actual_cost(data, upstream_calls=0, mutations=0) == 3
-    assert actual_cost(data, upstream_calls=2, mutations=1) == 3 + 20 + 10
-    assert actual_cost(None, upstream_calls=0, mutations=0) == 0
+    assert actual_cost(data, shape, upstream_calls=0, mutations=0) == 3
+    assert actual_cost(data, shape, upstream_calls=2, mutations=1) == 3 + 20 + 10
+    assert actual_cost(None, shape, upstream_calls=0, mutations=0) == 0
+
+
+def test_the_actual_cost_of_a_connection_counts_its_edges_nodes_and_page_info() -> None:
+    document = parse(
+        "{ items(first: 5) { edges { cursor node { sku units { name } } } "
+        "pageInfo { hasNextPage } } }"
+    )
+    analysis = analyse(SCHEMA, document, None, {}, SIZES)
+    node = {"sku": "a", "units": [{"name": "each"}, {"name": "case"}]}
+    data = {"items": {"edges": [{"cursor": "c", "node": node}], "pageInfo": {"x": 1}}}
+    # connection + edge + node + 2 units + pageInfo
+    assert actual_cost(data, analysis.shape, upstream_calls=0, mutations=0) == 6
+    assert analysis.requested >= 6
 
 
 async def test_an_operation_over_the_maximum_is_refused_before_anything_runs(
