@@ -32,7 +32,8 @@ from stockgraph.auth.principal import Principal
 from stockgraph.auth.tokens import SigningKey, TokenService
 from stockgraph.cache.buckets import FallbackBuckets, MemoryBuckets, RedisBuckets
 from stockgraph.cache.failover import Failover
-from stockgraph.cache.invalidation import Invalidations
+from stockgraph.cache.invalidation import Invalidated, Invalidations, clear_all, invalidate_all
+from stockgraph.cache.reads import CachedCatalogReader, CachedStockReader
 from stockgraph.cache.response import ResponseCache
 from stockgraph.config import ConfigError, MappingConfig, Settings, Topology
 from stockgraph.connectors.budget import ShareBudget
@@ -71,7 +72,7 @@ from stockgraph.services.ingestion import (
 from stockgraph.services.inventory import InventoryService
 from stockgraph.services.live import LiveReads
 from stockgraph.services.operations import OperationsService
-from stockgraph.services.ports import CostBuckets
+from stockgraph.services.ports import CatalogReader, CostBuckets, StockReader
 from stockgraph.services.sync import SyncService
 
 log = logging.getLogger("stockgraph")
@@ -175,14 +176,28 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         engine = create_engine(settings.database_url)
         tokens = build_token_service(settings)
-        catalog = CatalogService(reader=SqlCatalogStore(engine=engine))
         stock = SqlStockStore(engine=engine)
+        catalog_reader: CatalogReader = SqlCatalogStore(engine=engine)
+        stock_reader: StockReader = stock
+        caches: list[Invalidated] = []
+        ttl = settings.response_cache_ttl_seconds
         response_cache: ResponseCache[CachedAnswer] | None = None
         if settings.response_cache_size:
             response_cache = ResponseCache(
-                max_entries=settings.response_cache_size,
-                ttl_seconds=settings.response_cache_ttl_seconds,
+                max_entries=settings.response_cache_size, ttl_seconds=ttl
             )
+            caches.append(response_cache)
+        if settings.read_cache_size:
+            cached_stock = CachedStockReader(
+                reader=stock,
+                cache=ResponseCache(max_entries=settings.read_cache_size, ttl_seconds=ttl),
+            )
+            cached_catalog = CachedCatalogReader(
+                reader=catalog_reader, cache=ResponseCache(max_entries=1024, ttl_seconds=ttl)
+            )
+            stock_reader, catalog_reader = cached_stock, cached_catalog
+            caches += [cached_stock, cached_catalog]
+        catalog = CatalogService(reader=catalog_reader)
         instances: dict[str, ConnectorInstance] = {}
         # Opens no connection until the first command, which the lifespan's loop sends.
         redis = None
@@ -192,8 +207,8 @@ class Runtime:
                 settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
             )
         invalidations = Invalidations(
-            apply=response_cache.invalidate if response_cache else lambda _t, _s: None,
-            forget_all=response_cache.clear if response_cache else lambda: None,
+            apply=invalidate_all(caches),
+            forget_all=clear_all(caches),
             redis=redis,
             # Listening waits for messages as long as it takes: no read timeout there.
             listener=(
@@ -244,7 +259,7 @@ class Runtime:
                 store=SqlAccessStore(sessions=session_factory(engine)), tokens=tokens
             ),
             catalog=catalog,
-            inventory=InventoryService(stock=stock, catalog=catalog),
+            inventory=InventoryService(stock=stock_reader, catalog=catalog),
             catalog_writer=SqlCatalogWriter(engine=engine),
             stock_store=stock,
             invalidations=invalidations,
@@ -338,6 +353,8 @@ class Runtime:
         ``transports`` routes an instance's HTTP to something else (a simulator app).
         """
         ids = await self.catalog_writer.upsert_warehouses(specs)
+        for tenant_id in {spec.tenant_id for spec in specs}:
+            self.projection_changed(tenant_id)
         for spec in specs:
             if spec.dialect not in BUILDERS:
                 continue

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -29,6 +30,34 @@ Apply = Callable[[str, Collection[str] | None], None]
 """Drops a tenant's cached answers covering the SKUs (all of them for None)."""
 
 CHANNEL = "stockgraph:invalidations"
+
+
+class Invalidated(Protocol):
+    """A cache that drops what a change made old."""
+
+    def invalidate(self, tenant_id: str, skus: Collection[str] | None) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+def invalidate_all(caches: Sequence[Invalidated]) -> Apply:
+    """One :data:`Apply` that tells every cache in ``caches``."""
+
+    def apply(tenant_id: str, skus: Collection[str] | None) -> None:
+        for cache in caches:
+            cache.invalidate(tenant_id, skus)
+
+    return apply
+
+
+def clear_all(caches: Sequence[Invalidated]) -> Callable[[], None]:
+    """Forgets everything every cache in ``caches`` holds."""
+
+    def clear() -> None:
+        for cache in caches:
+            cache.clear()
+
+    return clear
 
 
 class Invalidations:
@@ -157,4 +186,4 @@ class Invalidations:
             self._apply(tenant, [s for s in skus if isinstance(s, str)])
 
 
-__all__ = ["CHANNEL", "Invalidations"]
+__all__ = ["CHANNEL", "Invalidated", "Invalidations", "clear_all", "invalidate_all"]

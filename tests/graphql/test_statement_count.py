@@ -50,3 +50,13 @@ async def test_items_page_takes_five_statements_whatever_its_size(runtime: Runti
         )
     assert len(result.data["items"]["edges"]) == 100
     assert len(statements) == 5, statements
+
+
+async def test_a_repeated_read_of_the_same_skus_issues_no_statement(runtime: Runtime) -> None:
+    query = f"query($s:[String!]!){{ inventoryLevels(skus:$s){{ {ALL_LEVEL_FIELDS} }} }}"
+    skus = {"s": [f"SKU-{i:05d}" for i in range(20)]}
+    first = await run(runtime, query, skus, **generous())
+    with counted_statements(runtime) as statements:
+        again = await run(runtime, query, skus, **generous())
+    assert again.data == first.data
+    assert statements == []
