@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -196,6 +198,26 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        _settle_garbage_collector()
+
+
+GC_THRESHOLDS = (20_000, 20, 50)
+"""Young-generation collections every 20,000 allocations instead of 700, full ones rarer."""
+
+
+def _settle_garbage_collector() -> None:
+    """Keep what start-up built out of every later collection, and collect less often.
+
+    The schema, the plans, the connectors and the caches live as long as the process; left
+    in the collector's generations they are walked again by every full collection, which
+    showed as pauses of tens of milliseconds in the latency tail of big answers.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _serve_command(args: argparse.Namespace) -> None:
