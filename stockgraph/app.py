@@ -210,6 +210,7 @@ class Runtime:
             apply=invalidate_all(caches),
             forget_all=clear_all(caches),
             redis=redis,
+            retry_seconds=settings.redis_retry_seconds,
             # Listening waits for messages as long as it takes: no read timeout there.
             listener=(
                 Redis.from_url(
@@ -227,6 +228,7 @@ class Runtime:
             buckets = FallbackBuckets(
                 primary=RedisBuckets(redis=redis, policy=policy),
                 fallback=MemoryBuckets(policy=policy),
+                retry_seconds=settings.redis_retry_seconds,
             )
 
         def unit_of_work() -> SqlUnitOfWork:
@@ -273,6 +275,9 @@ class Runtime:
             ),
             instances=instances,
             buckets=buckets,
+            budget_failover=Failover(
+                name="WMS budgets", retry_seconds=settings.redis_retry_seconds
+            ),
             redis=redis,
             response_cache=response_cache,
         )
@@ -464,7 +469,9 @@ class Runtime:
                 await self.redis.ping()
                 checks["cache"] = "ok (redis)"
             except Exception as exc:
-                checks["cache"] = f"error: {type(exc).__name__}"
+                # Reads, budgets and cost buckets carry on without Redis (each process on
+                # its own): the service is degraded, not unready.
+                checks["cache"] = f"ok (degraded: redis unreachable, {type(exc).__name__})"
         checks["bus"] = "ok (in-process)"
         return checks
 

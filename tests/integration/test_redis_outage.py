@@ -1,4 +1,4 @@
-"""Cost buckets outlive a Redis outage: answered from memory, then from Redis once it is back."""
+"""A Redis outage: cost buckets and the service answer without it, and use it once back."""
 
 from __future__ import annotations
 
@@ -11,12 +11,20 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
+from stockgraph.app import Runtime, create_app
+from stockgraph.auth.principal import Principal
+from stockgraph.auth.scopes import Scope
 from stockgraph.cache.buckets import FallbackBuckets, MemoryBuckets, RedisBuckets
 from stockgraph.domain.bucket import BucketPolicy
+from stockgraph.domain.ids import TenantId
+from tests.conftest import make_settings
 from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.redis
@@ -131,3 +139,52 @@ async def test_buckets_answer_from_memory_while_redis_is_down_and_from_redis_onc
     assert float(await redis.hget(key, "a") or b"nan") == pytest.approx(9.0)
     assert any("answers again" in r.getMessage() for r in caplog.records)
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+async def test_the_service_keeps_answering_through_a_redis_outage_and_uses_it_once_back(
+    server: RedisServer, demo_database: str, tmp_path: Path
+) -> None:
+    copy = tmp_path / "stockgraph.db"
+    shutil.copy(Path(demo_database.removeprefix("sqlite+aiosqlite:///")), copy)
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{copy}", redis_url=server.url, redis_retry_seconds=RETRY_SECONDS
+    )
+    runtime = Runtime.build(settings)
+    app = create_app(settings, runtime=runtime)
+    token = runtime.tokens.issue(
+        Principal(TenantId("acme"), f"outage-{uuid.uuid4().hex}", frozenset(Scope))
+    ).access_token
+    headers = {"Authorization": f"Bearer {token}"}
+    levels = {"query": '{ inventoryLevels(skus: ["SKU-00001"]) { sku onHand } }'}
+    watcher = Redis.from_url(server.url)
+
+    async def answered(client: httpx.AsyncClient) -> dict[str, Any]:
+        response = await client.post("/graphql", json=levels, headers=headers)
+        assert response.status_code == 200
+        body: dict[str, Any] = response.json()
+        assert "errors" not in body and body["data"]["inventoryLevels"]
+        return body
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sg") as client:
+            await answered(client)
+            buckets = await watcher.keys("stockgraph:bucket:*")
+            assert buckets  # the caller's cost bucket lives in Redis
+
+            server.stop()
+            for _ in range(3):
+                body = await answered(client)
+                assert body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] > 0
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200
+            assert "degraded" in ready.json()["checks"]["cache"]
+
+            server.start()
+            await watcher.aclose()
+            watcher = Redis.from_url(server.url)  # a new server: the old connections are gone
+            await asyncio.sleep(RETRY_SECONDS)
+            await answered(client)
+            assert await watcher.keys("stockgraph:bucket:*")  # spent in Redis again
+            assert (await client.get("/readyz")).json()["checks"]["cache"] == "ok (redis)"
+    await watcher.aclose()
