@@ -35,6 +35,7 @@ from stockgraph.cache.failover import Failover
 from stockgraph.cache.invalidation import Invalidated, Invalidations, clear_all, invalidate_all
 from stockgraph.cache.reads import CachedCatalogReader, CachedStockReader
 from stockgraph.cache.response import ResponseCache
+from stockgraph.cache.shared import SharedAnswers
 from stockgraph.config import ConfigError, MappingConfig, Settings, Topology
 from stockgraph.connectors.budget import ShareBudget
 from stockgraph.connectors.metrics import ConnectorMetrics
@@ -157,6 +158,8 @@ class Runtime:
     catalog_writer: SqlCatalogWriter
     stock_store: SqlStockStore
     response_cache: ResponseCache[CachedAnswer] | None
+    shared_answers: SharedAnswers | None
+    """Answers shared by every process through Redis, behind :attr:`response_cache`."""
     ingestion: IngestionService
     sync: SyncService
     live: LiveReads
@@ -181,6 +184,7 @@ class Runtime:
         stock_reader: StockReader = stock
         caches: list[Invalidated] = []
         ttl = settings.response_cache_ttl_seconds
+        namespace = settings.redis_namespace
         response_cache: ResponseCache[CachedAnswer] | None = None
         if settings.response_cache_size:
             response_cache = ResponseCache(
@@ -206,8 +210,22 @@ class Runtime:
             redis = Redis.from_url(
                 settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
             )
+        shared_answers = (
+            SharedAnswers(
+                redis=redis,
+                ttl_seconds=ttl,
+                prefix=f"{namespace}:answers:",
+                failover=Failover(
+                    name="shared answers", retry_seconds=settings.redis_retry_seconds
+                ),
+            )
+            if redis is not None and response_cache is not None
+            else None
+        )
         invalidations = Invalidations(
             apply=invalidate_all(caches),
+            shared=shared_answers,
+            channel=f"{namespace}:invalidations",
             forget_all=clear_all(caches),
             redis=redis,
             retry_seconds=settings.redis_retry_seconds,
@@ -226,7 +244,7 @@ class Runtime:
         buckets: CostBuckets = MemoryBuckets(policy=policy)
         if redis is not None:
             buckets = FallbackBuckets(
-                primary=RedisBuckets(redis=redis, policy=policy),
+                primary=RedisBuckets(redis=redis, policy=policy, prefix=f"{namespace}:bucket:"),
                 fallback=MemoryBuckets(policy=policy),
                 retry_seconds=settings.redis_retry_seconds,
             )
@@ -280,6 +298,7 @@ class Runtime:
             ),
             redis=redis,
             response_cache=response_cache,
+            shared_answers=shared_answers,
         )
 
     def __post_init__(self) -> None:
@@ -337,7 +356,7 @@ class Runtime:
         redis = self.redis
         if redis is None:
             return None
-        key = f"stockgraph:budget:{connector_id}"
+        key = f"{self.settings.redis_namespace}:budget:{connector_id}"
         return lambda local: SharedBudget(
             local=local, redis=redis, key=key, failover=self.budget_failover
         )
@@ -501,6 +520,7 @@ def create_app(
         ),
         graphiql=settings.graphiql,
         cache=rt.response_cache,
+        shared=rt.shared_answers,
         max_tokens=settings.max_tokens,
     )
 

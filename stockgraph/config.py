@@ -14,6 +14,7 @@ Environment (all optional)::
     STOCKGRAPH_RESPONSE_CACHE_SIZE (0 turns it off), STOCKGRAPH_RESPONSE_CACHE_TTL_SECONDS
     STOCKGRAPH_READ_CACHE_SIZE    SKUs whose levels each process keeps (0 turns it off)
     STOCKGRAPH_REDIS_RETRY_SECONDS  while Redis is away, how often to try it again (5)
+    STOCKGRAPH_REDIS_NAMESPACE    prefix of every Redis key and channel (stockgraph)
     STOCKGRAPH_MAX_QUERY_COST     the most one operation may cost (1000)
     STOCKGRAPH_COST_BUCKET_SIZE, STOCKGRAPH_COST_RESTORE_RATE
                                   every client's bucket of cost: 2000 points, 100 restored a second
@@ -186,6 +187,9 @@ class Settings(BaseSettings):
     response_cache_ttl_seconds: float = Field(default=5.0, gt=0, le=3600)
     read_cache_size: int = Field(default=50_000, ge=0, le=10_000_000)
     redis_retry_seconds: float = Field(default=5.0, gt=0, le=600)
+    redis_namespace: str = Field(
+        default="stockgraph", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+    )
     max_query_cost: int = Field(default=1000, ge=1, le=10_000_000)
     cost_bucket_size: float = Field(default=2000.0, gt=0, le=1e12)
     cost_restore_rate: float = Field(default=100.0, gt=0, le=1e12)

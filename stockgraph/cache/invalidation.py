@@ -8,7 +8,9 @@ so a burst of a thousand events costs a handful of messages, not a thousand.
 
 Pub/sub delivers only to those listening: a process that was not subscribed (Redis away,
 a reconnect) may have missed changes, so whenever it (re)subscribes it drops everything it
-had cached. The caches' TTL bounds what a silently lost message could cost.
+had cached. The caches' TTL bounds what a silently lost message could cost. With
+:class:`~stockgraph.cache.shared.SharedAnswers`, the same flush moves the versions that
+make answers shared in Redis old, before the message goes out.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orjson
 from redis.asyncio import Redis
 
 from stockgraph.cache.failover import Failover
+from stockgraph.cache.shared import SharedAnswers
 
 log = logging.getLogger("stockgraph.cache")
 
@@ -70,6 +73,7 @@ class Invalidations:
         forget_all: Callable[[], None],
         redis: Redis | None = None,
         listener: Redis | None = None,
+        shared: SharedAnswers | None = None,
         channel: str = CHANNEL,
         retry_seconds: float = 1.0,
     ) -> None:
@@ -77,6 +81,7 @@ class Invalidations:
         self._forget_all = forget_all
         self._redis = redis
         self._listener = listener or redis
+        self._shared = shared
         self._channel = channel
         self._retry = retry_seconds
         self.origin = uuid.uuid4().hex
@@ -129,6 +134,8 @@ class Invalidations:
                 if not self._failover.use_primary():
                     continue
                 try:
+                    if self._shared is not None:
+                        await self._shared.bump(tenant_id, skus)
                     await redis.publish(self._channel, orjson.dumps(message))
                 except Failover.ERRORS as error:
                     self._failover.failed(error)

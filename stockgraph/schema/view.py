@@ -27,6 +27,7 @@ from strawberry.schema import BaseSchema
 
 from stockgraph.auth.principal import Principal
 from stockgraph.cache.response import ResponseCache
+from stockgraph.cache.shared import SharedAnswers
 from stockgraph.schema.cacheable import is_cacheable
 from stockgraph.schema.context import Context, CostRecord, Limits, Services, bucket_key
 from stockgraph.schema.errors import ErrorCode, error_body, format_errors
@@ -53,6 +54,33 @@ class CachedAnswer:
     requested: int
     actual: int
 
+    def encode(self, tags: frozenset[str]) -> bytes:
+        """This answer and the SKUs it covers, for other processes (see ``decode``)."""
+        return orjson.dumps(
+            {
+                "head": self.head.decode(),
+                "extras": self.extras.decode(),
+                "requested": self.requested,
+                "actual": self.actual,
+                "tags": sorted(tags),
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> tuple[CachedAnswer, frozenset[str]] | None:
+        """What :meth:`encode` wrote, or None for anything else."""
+        try:
+            found = orjson.loads(raw)
+            answer = cls(
+                head=str(found["head"]).encode(),
+                extras=str(found["extras"]).encode(),
+                requested=int(found["requested"]),
+                actual=int(found["actual"]),
+            )
+            return answer, frozenset(str(t) for t in found["tags"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
     def render(self, cost: dict[str, Any]) -> bytes:
         extras = self.extras + b"," if self.extras else b""
         return b"".join(
@@ -76,6 +104,7 @@ class GraphQLView(GraphQL[Context, RootValue]):
         limits: Limits,
         graphiql: bool,
         cache: ResponseCache[CachedAnswer] | None = None,
+        shared: SharedAnswers | None = None,
         max_tokens: int = 4000,
     ) -> None:
         super().__init__(
@@ -89,6 +118,7 @@ class GraphQLView(GraphQL[Context, RootValue]):
         self._limits = limits
         self._graphiql = graphiql
         self._cache = cache
+        self._shared = shared
         self._inflight: dict[Hashable, asyncio.Future[_Shared | None]] = {}
         self._max_tokens = max_tokens
 
@@ -132,20 +162,33 @@ class GraphQLView(GraphQL[Context, RootValue]):
         ticket = cache.begin(principal.tenant_id)
         leader = self._inflight.get(key)
         if leader is not None:
-            shared = await asyncio.shield(leader)
-            if shared is not None and cache.unchanged_since(ticket, shared[1]):
-                return await self._replay(shared[0], principal)
+            led = await asyncio.shield(leader)
+            if led is not None and cache.unchanged_since(ticket, led[1]):
+                return await self._replay(led[0], principal)
             return await self._execute(request, principal)
         flight: asyncio.Future[_Shared | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = flight
-        shared = None
+        shared: _Shared | None = None
+        tenant = principal.tenant_id
+        store = self._shared
         try:
+            version = None
+            if store is not None:
+                # Another process may have computed it: served if nothing it covers changed.
+                found = await store.get(key, tenant)
+                shared = CachedAnswer.decode(found) if found is not None else None
+                if shared is not None:
+                    cache.put(key, ticket, shared[1], shared[0])
+                    return await self._replay(shared[0], principal)
+                version = await store.version(tenant)
             response = await self._execute(request, principal)
             context = request.state.graphql_context
             answer = getattr(request.state, "answer", None)
             if response.status_code == 200 and context.cacheable and answer is not None:
                 shared = (answer, frozenset(context.covered))
-                cache.put(key, ticket, shared[1], answer)
+                kept = cache.put(key, ticket, shared[1], answer)
+                if kept and store is not None and version is not None:
+                    await store.put(key, tenant, shared[1], version, answer.encode(shared[1]))
             return response
         finally:
             del self._inflight[key]
@@ -198,7 +241,9 @@ class GraphQLView(GraphQL[Context, RootValue]):
         if not is_cacheable(query, operation, self._max_tokens):
             return None
         variables = orjson.dumps(payload.get("variables") or {}, option=orjson.OPT_SORT_KEYS)
-        return (principal.tenant_id, principal.scopes, query, operation, variables)
+        # Only plain values, in a fixed order: other processes compute the same key.
+        scopes = tuple(sorted(scope.value for scope in principal.scopes))
+        return (principal.tenant_id, scopes, query, operation, variables.decode())
 
     def _wants_ide(self, request: Request) -> bool:
         return (

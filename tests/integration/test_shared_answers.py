@@ -1,0 +1,105 @@
+"""Answers one process computed serve the others through Redis, until what they cover changes."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from stockgraph.app import Runtime, create_app
+from stockgraph.auth.principal import Principal
+from stockgraph.auth.scopes import Scope
+from stockgraph.domain.ids import Sku, TenantId
+from tests.conftest import make_settings
+from tests.graphql.helpers import counted_statements
+from tests.services import redis_url
+
+pytestmark = pytest.mark.redis
+
+AVAILABILITY = {"query": '{ availability(skus: ["SKU-00001"]) { sku onHand } }'}
+
+
+class Process:
+    def __init__(self, runtime: Runtime, http: httpx.AsyncClient) -> None:
+        self.runtime = runtime
+        self.http = http
+
+    async def ask(self) -> dict[str, Any]:
+        principal = Principal(TenantId("acme"), "storefront", frozenset({Scope.INVENTORY_READ}))
+        token = self.runtime.tokens.issue(principal).access_token
+        response = await self.http.post(
+            "/graphql", json=AVAILABILITY, headers={"Authorization": f"Bearer {token}"}
+        )
+        body: dict[str, Any] = response.json()
+        assert "errors" not in body, body
+        return body
+
+
+@pytest.fixture
+async def processes(demo_database: str, tmp_path: Path) -> AsyncIterator[list[Process]]:
+    copy = tmp_path / "stockgraph.db"
+    shutil.copy(Path(demo_database.removeprefix("sqlite+aiosqlite:///")), copy)
+    # Both read one database and one Redis, in a namespace of this test's own.
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{copy}",
+        redis_url=redis_url(),
+        redis_namespace=f"test-{uuid.uuid4().hex}",
+    )
+    async with AsyncExitStack() as stack:
+        made = []
+        for _ in range(2):
+            runtime = Runtime.build(settings)
+            app = create_app(settings, runtime=runtime)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sg")
+            )
+            await asyncio.wait_for(runtime.invalidations.subscribed.wait(), 5)
+            made.append(Process(runtime, http))
+        yield made
+
+
+async def test_an_answer_computed_by_one_process_serves_another_without_executing(
+    processes: list[Process],
+) -> None:
+    a, b = processes
+    first = await a.ask()
+    with counted_statements(b.runtime) as statements:
+        second = await b.ask()
+    assert second["data"] == first["data"]
+    assert statements == []
+    assert b.runtime.shared_answers is not None and b.runtime.shared_answers.hits == 1
+
+
+async def test_a_change_in_one_process_retires_the_shared_and_the_local_answers(
+    processes: list[Process],
+) -> None:
+    a, b = processes
+    await a.ask()
+    before = await b.ask()
+    async with a.runtime.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE stock_levels SET on_hand = 3, available = 3, committed = 0, reserved = 0,"
+                " damaged = 0, safety_stock = 0, quality_control = 0"
+                " WHERE tenant_id = 'acme' AND sku = 'SKU-00001'"
+            )
+        )
+    a.runtime.projection_changed(TenantId("acme"), {Sku("SKU-00001")})
+    await a.runtime.invalidations.flush()
+    for _ in range(100):  # B hears of it through the channel
+        after = await b.ask()
+        if after != before:
+            break
+        await asyncio.sleep(0.01)
+    assert after["data"]["availability"][0]["onHand"] == 3 * 24
+    again = await a.ask()
+    assert again["data"] == after["data"]
