@@ -305,19 +305,25 @@ class Runtime:
         self.connector_metrics = ConnectorMetrics(registry=self.metrics)
         cache = self.response_cache
         if cache is not None:
-            figures = {
-                "hits": "Answers served from the cache",
-                "misses": "Cacheable answers executed",
-                "entries": "Answers held",
-                "invalidated": "Answers dropped because what they cover changed",
-            }
-
-            def figure(name: str) -> Callable[[], float]:
-                return lambda: float(getattr(cache.stats(), name))
-
-            for name, help_text in figures.items():
-                gauge = Gauge(f"stockgraph_response_cache_{name}", help_text, registry=self.metrics)
-                gauge.set_function(figure(name))
+            _gauges(
+                self.metrics,
+                "stockgraph_response_cache",
+                {
+                    "hits": "Answers served from the cache",
+                    "misses": "Cacheable answers executed",
+                    "entries": "Answers held",
+                    "invalidated": "Answers dropped because what they cover changed",
+                },
+                cache.stats,
+            )
+        shared = self.shared_answers
+        if shared is not None:
+            _gauges(
+                self.metrics,
+                "stockgraph_shared_answers",
+                {"hits": "Answers found in Redis", "misses": "Answers not found in Redis"},
+                lambda: shared,
+            )
         instances = Gauge(
             "stockgraph_connector_instances", "WMS instances connected", registry=self.metrics
         )
@@ -493,6 +499,21 @@ class Runtime:
                 checks["cache"] = f"ok (degraded: redis unreachable, {type(exc).__name__})"
         checks["bus"] = "ok (in-process)"
         return checks
+
+
+def _gauges(
+    registry: CollectorRegistry,
+    prefix: str,
+    figures: Mapping[str, str],
+    read: Callable[[], object],
+) -> None:
+    """One gauge per figure: ``prefix_name``, the attribute ``name`` of what ``read`` gives."""
+
+    def figure(name: str) -> Callable[[], float]:
+        return lambda: float(getattr(read(), name))
+
+    for name, help_text in figures.items():
+        Gauge(f"{prefix}_{name}", help_text, registry=registry).set_function(figure(name))
 
 
 def create_app(

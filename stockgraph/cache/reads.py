@@ -11,7 +11,8 @@ process keeps them, tagged the way answers are (:mod:`stockgraph.cache.response`
 - :class:`CachedCatalogReader` keeps a tenant's warehouses until the tenant's catalogue
   changes (a change that names no SKUs).
 
-Point-in-time reads (``levels_as_of``) and the availability sums are passed through.
+Availability's per-warehouse totals and sums are made from the same kept levels; point-in-time
+reads (``levels_as_of``) are passed through.
 """
 
 from __future__ import annotations
@@ -112,10 +113,36 @@ class CachedStockReader:
         return await self._reader.levels_as_of(tenant_id, codes, warehouse_ids, at)
 
     async def totals(self, tenant_id: TenantId, codes: Sequence[str]) -> Sequence[StockTotals]:
-        return await self._reader.totals(tenant_id, codes)
+        """Per-warehouse figures from the kept levels; the database only for the rest."""
+        codes = list(dict.fromkeys(codes))
+        by_sku: dict[str, list[StockLevel]] = {}
+        for level in await self.levels(tenant_id, codes, None):
+            by_sku.setdefault(level.sku, []).append(level)
+        rows = [
+            StockTotals(
+                code,
+                level.sku,
+                level.warehouse_id,
+                level.quantities.available,
+                level.quantities.on_hand,
+            )
+            for code in codes
+            for level in by_sku.get(code, ())
+        ]
+        rest = [code for code in codes if code not in by_sku]  # aliases, unknown, no stock
+        if rest:
+            rows += await self._reader.totals(tenant_id, rest)
+        return rows
 
     async def sums(self, tenant_id: TenantId, codes: Sequence[str]) -> Sequence[StockTotals]:
-        return await self._reader.sums(tenant_id, codes)
+        """Network-wide sums from the kept levels; the database only for the rest."""
+        by_code: dict[str, StockTotals] = {}
+        for row in await self.totals(tenant_id, codes):
+            held = by_code.get(row.code)
+            available = row.available + (held.available if held else 0)
+            on_hand = row.on_hand + (held.on_hand if held else 0)
+            by_code[row.code] = StockTotals(row.code, row.sku, None, available, on_hand)
+        return list(by_code.values())
 
 
 class CachedCatalogReader:

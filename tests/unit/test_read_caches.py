@@ -33,6 +33,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.on_hand = {("SKU-1", "W1"): 5, ("SKU-1", "W2"): 6, ("SKU-2", "W1"): 7}
         self.reads: list[list[str]] = []
+        self.total_reads: list[list[str]] = []
         self.warehouse_reads = 0
 
     async def levels(
@@ -56,7 +57,13 @@ class FakeStore:
         return []
 
     async def totals(self, tenant_id: TenantId, codes: Sequence[str]) -> Sequence[StockTotals]:
-        return []
+        self.total_reads.append(list(codes))
+        return [
+            StockTotals(code, Sku(sku), WarehouseId(w), q, q)
+            for code in codes
+            for (sku, w), q in sorted(self.on_hand.items())
+            if sku == ALIASES.get(code, code)
+        ]
 
     async def sums(self, tenant_id: TenantId, codes: Sequence[str]) -> Sequence[StockTotals]:
         return []
@@ -152,3 +159,22 @@ async def test_warehouses_are_kept_until_the_catalogue_changes() -> None:
     catalog.invalidate(ACME, None)
     await catalog.list_warehouses(ACME)
     assert store.warehouse_reads == 2
+
+
+async def test_availability_totals_and_sums_come_from_the_kept_levels() -> None:
+    store = FakeStore()
+    reader = _reader(store)
+    totals = await reader.totals(ACME, ["SKU-1", "ALIAS-1", "NOPE"])
+    assert sorted((t.code, t.warehouse_id, t.available) for t in totals) == [
+        ("ALIAS-1", "W1", 5),
+        ("ALIAS-1", "W2", 6),
+        ("SKU-1", "W1", 5),
+        ("SKU-1", "W2", 6),
+    ]
+    assert store.total_reads == [["ALIAS-1", "NOPE"]]  # the SKU came from its levels
+    sums = await reader.sums(ACME, ["SKU-1", "SKU-2"])
+    assert sorted((s.code, s.available, s.on_hand) for s in sums) == [
+        ("SKU-1", 11, 11),
+        ("SKU-2", 7, 7),
+    ]
+    assert len(store.reads) == 2  # SKU-2's levels once; SKU-1's were kept
