@@ -345,12 +345,14 @@ async def _seed(database_url: str) -> None:
         await engine.dispose()
 
 
-def _forget_budget(redis_url: str, connector_id: str) -> None:
+def _forget_budget(redis_url: str, namespace: str) -> None:
+    """Delete what the run's processes kept in Redis (budgets, buckets), all under its namespace."""
     import redis
 
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        client.delete(f"stockgraph:budget:{connector_id}")
+        for key in client.scan_iter(match=f"{namespace}:*"):
+            client.delete(key)
     finally:
         client.close()
 
@@ -375,6 +377,7 @@ class Stack:
     scenario: Scenario
     workdir: Path
     connector_id: str = field(default_factory=lambda: f"budget-{uuid.uuid4().hex[:10]}")
+    namespace: str = field(default_factory=lambda: f"stockgraph-bench-{uuid.uuid4().hex[:10]}")
     database_name: str = field(default_factory=lambda: f"sg_budget_{uuid.uuid4().hex[:12]}")
     database_url: str = ""
     ports: list[int] = field(default_factory=list)
@@ -449,6 +452,7 @@ class Stack:
             "STOCKGRAPH_COST_RESTORE_RATE": "1000000000",
             "STOCKGRAPH_RESPONSE_CACHE_SIZE": "0",
             "STOCKGRAPH_LOG_LEVEL": "info",
+            "STOCKGRAPH_REDIS_NAMESPACE": self.namespace,
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
             ),
@@ -587,7 +591,7 @@ class Stack:
                 except Exception as exc:
                     log(f"warning: could not drop database {self.database_name}: {exc}")
             with contextlib.suppress(Exception):
-                _forget_budget(self.scenario.redis_url, self.connector_id)
+                _forget_budget(self.scenario.redis_url, self.namespace)
 
 
 async def _read(

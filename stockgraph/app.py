@@ -184,7 +184,7 @@ class Runtime:
         stock_reader: StockReader = stock
         caches: list[Invalidated] = []
         ttl = settings.response_cache_ttl_seconds
-        namespace = settings.redis_namespace
+        namespace = settings.redis_prefix
         response_cache: ResponseCache[CachedAnswer] | None = None
         if settings.response_cache_size:
             response_cache = ResponseCache(
@@ -362,7 +362,7 @@ class Runtime:
         redis = self.redis
         if redis is None:
             return None
-        key = f"{self.settings.redis_namespace}:budget:{connector_id}"
+        key = f"{self.settings.redis_prefix}:budget:{connector_id}"
         return lambda local: SharedBudget(
             local=local, redis=redis, key=key, failover=self.budget_failover
         )

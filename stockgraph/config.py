@@ -14,7 +14,8 @@ Environment (all optional)::
     STOCKGRAPH_RESPONSE_CACHE_SIZE (0 turns it off), STOCKGRAPH_RESPONSE_CACHE_TTL_SECONDS
     STOCKGRAPH_READ_CACHE_SIZE    SKUs whose levels each process keeps (0 turns it off)
     STOCKGRAPH_REDIS_RETRY_SECONDS  while Redis is away, how often to try it again (5)
-    STOCKGRAPH_REDIS_NAMESPACE    prefix of every Redis key and channel (stockgraph)
+    STOCKGRAPH_REDIS_NAMESPACE    prefix of every Redis key and channel (by default one per
+                                  database: stockgraph-<hash of DATABASE_URL>)
     STOCKGRAPH_MAX_QUERY_COST     the most one operation may cost (1000)
     STOCKGRAPH_COST_BUCKET_SIZE, STOCKGRAPH_COST_RESTORE_RATE
                                   every client's bucket of cost: 2000 points, 100 restored a second
@@ -42,6 +43,7 @@ was expected.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -228,6 +230,18 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < 32:
             raise ValueError("a secret of at least 32 bytes")
         return value
+
+    @property
+    def redis_prefix(self) -> str:
+        """What every Redis key and channel starts with: one namespace per deployment.
+
+        Processes that share a database share the namespace; deployments with different
+        databases never read each other's budgets, buckets or answers from one Redis.
+        """
+        if self.redis_namespace:
+            return self.redis_namespace
+        digest = hashlib.blake2b(self.database_url.encode(), digest_size=4).hexdigest()
+        return f"stockgraph-{digest}"
 
     def private_key_paths(self) -> list[tuple[str, Path]]:
         """``kid=path`` pairs from STOCKGRAPH_JWT_PRIVATE_KEYS, in order (first is active)."""

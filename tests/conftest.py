@@ -20,6 +20,10 @@ TEST_SECRET = secrets.token_urlsafe(48)
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for one test's world. Redis only when the test asks for it (``redis_url=``):
+    REDIS_URL in the environment (CI sets it for the tests that need Redis) would otherwise
+    make every test's world share budgets, buckets and answers with every other's."""
+    overrides.setdefault("redis_url", None)
     return load_settings(database_url=database_url, jwt_secret=SecretStr(TEST_SECRET), **overrides)
 
 

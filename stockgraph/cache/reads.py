@@ -17,13 +17,33 @@ reads (``levels_as_of``) are passed through.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Protocol
 
 from stockgraph.cache.response import ResponseCache
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import Item, StockLevel, StockTotals, Warehouse
+
+
+_FROM_THE_SOURCE: ContextVar[bool] = ContextVar("stockgraph_read_from_source", default=False)
+
+
+@contextmanager
+def from_the_source() -> Iterator[None]:
+    """Within this block, reads skip what this process keeps (and still refresh it).
+
+    An answer shared with other processes (:mod:`stockgraph.cache.shared`) is trusted by the
+    versions in Redis, which say nothing of this process's own copies: a change another
+    process made may not have reached them yet. Such answers are computed from the database.
+    """
+    token = _FROM_THE_SOURCE.set(True)
+    try:
+        yield
+    finally:
+        _FROM_THE_SOURCE.reset(token)
 
 
 class StockReader(Protocol):
@@ -79,8 +99,9 @@ class CachedStockReader:
     ) -> Sequence[StockLevel]:
         found: dict[str, tuple[StockLevel, ...]] = {}
         missing: list[str] = []
+        skip = _FROM_THE_SOURCE.get()
         for code in dict.fromkeys(codes):
-            held = self._cache.get((tenant_id, code))
+            held = None if skip else self._cache.get((tenant_id, code))
             if held is None:
                 missing.append(code)
             else:
@@ -162,7 +183,7 @@ class CachedCatalogReader:
         self._cache.clear()
 
     async def list_warehouses(self, tenant_id: TenantId) -> Sequence[Warehouse]:
-        held = self._cache.get(tenant_id)
+        held = None if _FROM_THE_SOURCE.get() else self._cache.get(tenant_id)
         if held is None:
             ticket = self._cache.begin(tenant_id)
             held = tuple(await self._reader.list_warehouses(tenant_id))
@@ -178,4 +199,4 @@ class CachedCatalogReader:
         return await self._reader.items_by_code(tenant_id, codes)
 
 
-__all__ = ["CachedCatalogReader", "CachedStockReader"]
+__all__ = ["CachedCatalogReader", "CachedStockReader", "from_the_source"]

@@ -26,6 +26,7 @@ from strawberry.http.typevars import RootValue
 from strawberry.schema import BaseSchema
 
 from stockgraph.auth.principal import Principal
+from stockgraph.cache.reads import from_the_source
 from stockgraph.cache.response import ResponseCache
 from stockgraph.cache.shared import SharedAnswers
 from stockgraph.schema.cacheable import is_cacheable
@@ -181,7 +182,11 @@ class GraphQLView(GraphQL[Context, RootValue]):
                     cache.put(key, ticket, shared[1], shared[0])
                     return await self._replay(shared[0], principal)
                 version = await store.version(tenant)
-            response = await self._execute(request, principal)
+            if version is not None:
+                with from_the_source():
+                    response = await self._execute(request, principal)
+            else:
+                response = await self._execute(request, principal)
             context = request.state.graphql_context
             answer = getattr(request.state, "answer", None)
             if response.status_code == 200 and context.cacheable and answer is not None:

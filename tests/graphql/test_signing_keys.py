@@ -34,7 +34,7 @@ async def test_configured_keys_sign_with_the_first_and_publish_all(
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     keys = f"new={_pem(ec_key, tmp_path / 'ec.pem')},old={_pem(rsa_key, tmp_path / 'rsa.pem')}"
-    settings = load_settings(database_url=demo_database, jwt_private_keys=keys)
+    settings = load_settings(database_url=demo_database, jwt_private_keys=keys, redis_url=None)
     runtime = Runtime.build(settings)
     app = create_app(settings, runtime=runtime)
     try:

@@ -32,15 +32,27 @@ class Process:
         self.runtime = runtime
         self.http = http
 
-    async def ask(self) -> dict[str, Any]:
+    async def ask(self, document: dict[str, Any] = AVAILABILITY) -> dict[str, Any]:
         principal = Principal(TenantId("acme"), "storefront", frozenset({Scope.INVENTORY_READ}))
         token = self.runtime.tokens.issue(principal).access_token
         response = await self.http.post(
-            "/graphql", json=AVAILABILITY, headers={"Authorization": f"Bearer {token}"}
+            "/graphql", json=document, headers={"Authorization": f"Bearer {token}"}
         )
         body: dict[str, Any] = response.json()
         assert "errors" not in body, body
         return body
+
+
+async def _set_on_hand(process: Process, value: int) -> None:
+    async with process.runtime.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE stock_levels SET on_hand = :v, available = :v, committed = 0,"
+                " reserved = 0, damaged = 0, safety_stock = 0, quality_control = 0"
+                " WHERE tenant_id = 'acme' AND sku = 'SKU-00001'"
+            ),
+            {"v": value},
+        )
 
 
 @pytest.fixture
@@ -85,21 +97,33 @@ async def test_a_change_in_one_process_retires_the_shared_and_the_local_answers(
     a, b = processes
     await a.ask()
     before = await b.ask()
-    async with a.runtime.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "UPDATE stock_levels SET on_hand = 3, available = 3, committed = 0, reserved = 0,"
-                " damaged = 0, safety_stock = 0, quality_control = 0"
-                " WHERE tenant_id = 'acme' AND sku = 'SKU-00001'"
-            )
-        )
+    await _set_on_hand(a, 3)
     a.runtime.projection_changed(TenantId("acme"), {Sku("SKU-00001")})
     await a.runtime.invalidations.flush()
     for _ in range(100):  # B hears of it through the channel
         after = await b.ask()
-        if after != before:
+        if after["data"] != before["data"]:
             break
         await asyncio.sleep(0.01)
     assert after["data"]["availability"][0]["onHand"] == 3 * 24
     again = await a.ask()
     assert again["data"] == after["data"]
+
+
+async def test_an_answer_shared_with_others_is_never_made_from_stale_local_copies(
+    processes: list[Process],
+) -> None:
+    a, b = processes
+    await b.ask()  # B now keeps SKU-00001's levels in memory
+    # B stops hearing other processes' changes: its own copies go stale.
+    for task in b.runtime.tasks:
+        if task.get_name() == "invalidations":
+            task.cancel()
+    await _set_on_hand(a, 3)
+    a.runtime.projection_changed(TenantId("acme"), {Sku("SKU-00001")})
+    await a.runtime.invalidations.flush()
+    other = {"query": '{ availability(skus: ["SKU-00001"]) { sku available onHand } }'}
+    await b.ask(other)  # computed by B for everyone, so from the database
+    shared = await a.ask(other)
+    assert a.runtime.shared_answers is not None and a.runtime.shared_answers.hits == 1
+    assert shared["data"]["availability"][0]["onHand"] == 3 * 24
