@@ -27,7 +27,6 @@ from stockgraph.cache.response import ResponseCache
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import Item, StockLevel, StockTotals, Warehouse
 
-
 _FROM_THE_SOURCE: ContextVar[bool] = ContextVar("stockgraph_read_from_source", default=False)
 
 
