@@ -2,8 +2,8 @@
 
 The migrations in ``migrations/versions`` create exactly these tables; a test compares
 them. Invariants that matter are guarded here too: unique keys, non-negative quantities,
-the ``onHand`` identity, and an append-only ledger (enforced by triggers the migrations
-install).
+the ``onHand`` identity, an append-only ledger and an outbox whose rows are never updated
+(both enforced by triggers the migrations install).
 """
 
 from __future__ import annotations
@@ -315,3 +315,26 @@ class ConnectorStateRow(Base):
     full_sync_at: Mapped[datetime | None]
     last_event_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+class OutboxEventRow(Base):
+    """One committed event, inserted in the transaction of the change it reports.
+
+    Relays read the outbox in ``id`` order. Rows are never updated (a trigger the
+    migrations install refuses it); retention deletes old ones. ``payload`` is JSON text
+    shaped by ``topic`` (see ``stockgraph.domain.events.OutboxEvent``).
+    """
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        Index("ix_outbox_events_tenant", "tenant_id", "id"),
+        Index("ix_outbox_events_topic", "topic", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    topic: Mapped[str] = mapped_column(String(64))
+    warehouse_id: Mapped[int | None] = mapped_column(ForeignKey("warehouses.id"))
+    sku: Mapped[str | None] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]

@@ -1,4 +1,8 @@
-"""The projection and the ledger: reading levels, folding the ledger, loading stock."""
+"""The projection and the ledger: reading levels, folding the ledger, loading stock.
+
+Ledger rows are only appended through :func:`append_movements`, which writes each one's
+outbox event in the same transaction.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import Join, Select, Table, bindparam, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.model import (
@@ -17,15 +21,25 @@ from stockgraph.domain.model import (
     LevelSource,
     MovementCause,
     StockLevel,
+    StockMovement,
     StockTotals,
 )
-from stockgraph.domain.quantities import QUANTITY_NAMES, StockQuantities
+from stockgraph.domain.quantities import QUANTITY_NAMES, StockDelta, StockQuantities
 from stockgraph.persistence.catalog_store import code_to_sku
-from stockgraph.persistence.models import AuditEventRow, StockLevelRow, StockMovementRow
+from stockgraph.persistence.event_log import stock_changed_rows
+from stockgraph.persistence.models import (
+    AuditEventRow,
+    OutboxEventRow,
+    StockLevelRow,
+    StockMovementRow,
+)
 
 _levels = cast(Table, StockLevelRow.__table__)
 _moves = cast(Table, StockMovementRow.__table__)
 _audit = cast(Table, AuditEventRow.__table__)
+_outbox = cast(Table, OutboxEventRow.__table__)
+
+_OUTBOX_LOCK = 0x5347_4F42  # "SGOB": the advisory lock writers of the outbox take turns on
 
 _LEVEL_COLUMNS = [_levels.c[name] for name in QUANTITY_NAMES]
 _DELTA_SUMS = [func.sum(_moves.c[f"d_{name}"]).label(name) for name in QUANTITY_NAMES]
@@ -106,6 +120,41 @@ def _sums_query() -> Select[Any]:
         .select_from(_requested_levels())
         .group_by(requested.c.code, requested.c.sku)
     )
+
+
+async def append_movements(
+    conn: AsyncConnection, movements: Sequence[StockMovement], *, recorded_at: datetime
+) -> None:
+    """Append ledger rows and their ``stock.changed`` outbox events: two statements, in the
+    transaction ``conn`` is in."""
+    if not movements:
+        return
+    if conn.dialect.name == "postgresql":
+        # Outbox ids are handed out at insert but transactions commit in any order; a reader
+        # past id 11 would never see an id 10 committed later. Writers of the outbox take
+        # turns until they commit, so ids become visible in order.
+        await conn.execute(select(func.pg_advisory_xact_lock(_OUTBOX_LOCK)))
+    await conn.execute(
+        insert(_moves),
+        [
+            {
+                "tenant_id": m.level.tenant_id,
+                "warehouse_id": m.level.warehouse_id,
+                "sku": m.level.sku,
+                "occurred_at": m.occurred_at,
+                "recorded_at": recorded_at,
+                **{f"d_{n}": v for n, v in zip(QUANTITY_NAMES, m.delta.as_tuple(), strict=True)},
+                "cause": m.cause.value,
+                "reason": m.reason,
+                "correlation_id": m.correlation_id,
+                "actor": m.actor,
+                "reference": m.reference,
+                "source_sequence": m.level.source_sequence,
+            }
+            for m in movements
+        ],
+    )
+    await conn.execute(insert(_outbox), stock_changed_rows(movements, created_at=recorded_at))
 
 
 def _params(
@@ -219,40 +268,42 @@ class SqlStockStore:
             fresh = [e for e in entries if (e.warehouse_id, e.sku) not in existing]
             if not fresh:
                 return 0
-            level_rows: list[dict[str, Any]] = []
-            move_rows: list[dict[str, Any]] = []
-            for entry in fresh:
-                values = dict(zip(QUANTITY_NAMES, entry.quantities.as_tuple(), strict=True))
-                level_rows.append(
+            movements = [
+                StockMovement(
+                    level=StockLevel(
+                        tenant_id=tenant_id,
+                        warehouse_id=entry.warehouse_id,
+                        sku=entry.sku,
+                        quantities=entry.quantities,
+                        as_of=now,
+                        source_sequence=None,
+                    ),
+                    delta=StockDelta(*entry.quantities.as_tuple()),
+                    cause=MovementCause.SEED,
+                    correlation_id=correlation_id,
+                    actor=actor,
+                    occurred_at=now,
+                    reason="RECEIVED",
+                )
+                for entry in fresh
+            ]
+            await conn.execute(
+                insert(_levels),
+                [
                     {
                         "tenant_id": tenant_id,
-                        "warehouse_id": entry.warehouse_id,
-                        "sku": entry.sku,
-                        **values,
+                        "warehouse_id": m.level.warehouse_id,
+                        "sku": m.level.sku,
+                        **dict(zip(QUANTITY_NAMES, m.level.quantities.as_tuple(), strict=True)),
                         "as_of": now,
                         "source_sequence": None,
                         "version": 1,
                         "updated_at": now,
                     }
-                )
-                move_rows.append(
-                    {
-                        "tenant_id": tenant_id,
-                        "warehouse_id": entry.warehouse_id,
-                        "sku": entry.sku,
-                        "occurred_at": now,
-                        "recorded_at": now,
-                        **{f"d_{k}": v for k, v in values.items()},
-                        "cause": MovementCause.SEED.value,
-                        "reason": "RECEIVED",
-                        "correlation_id": correlation_id,
-                        "actor": actor,
-                        "reference": None,
-                        "source_sequence": None,
-                    }
-                )
-            await conn.execute(insert(_levels), level_rows)
-            await conn.execute(insert(_moves), move_rows)
+                    for m in movements
+                ],
+            )
+            await append_movements(conn, movements, recorded_at=now)
             await conn.execute(
                 insert(_audit).values(
                     tenant_id=tenant_id,

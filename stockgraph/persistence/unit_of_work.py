@@ -1,4 +1,5 @@
-"""One database transaction for one use-case, with the ledger, audit and state it writes.
+"""One database transaction for one use-case, with the ledger, outbox, audit and state it
+writes.
 
 ``SqlUnitOfWork`` is an async context manager: it opens a transaction, hands out the
 operations a write needs, and rolls everything back unless :meth:`commit` was called.
@@ -26,12 +27,11 @@ from stockgraph.persistence.models import (
     InboxEventRow,
     ItemRow,
     StockLevelRow,
-    StockMovementRow,
     SyncExceptionRow,
 )
+from stockgraph.persistence.stock_store import append_movements
 
 _levels = cast(Table, StockLevelRow.__table__)
-_moves = cast(Table, StockMovementRow.__table__)
 _audit = cast(Table, AuditEventRow.__table__)
 _inbox = cast(Table, InboxEventRow.__table__)
 _exceptions = cast(Table, SyncExceptionRow.__table__)
@@ -184,32 +184,8 @@ class SqlUnitOfWork:
                 raise ConcurrentChange("a level changed under this transaction")
 
     async def add_movements(self, movements: Sequence[StockMovement]) -> None:
-        """Append ledger rows, in one statement."""
-        if not movements:
-            return
-        recorded = datetime.now(UTC)
-        await self._c.execute(
-            insert(_moves),
-            [
-                {
-                    "tenant_id": m.level.tenant_id,
-                    "warehouse_id": m.level.warehouse_id,
-                    "sku": m.level.sku,
-                    "occurred_at": m.occurred_at,
-                    "recorded_at": recorded,
-                    **{
-                        f"d_{n}": v for n, v in zip(QUANTITY_NAMES, m.delta.as_tuple(), strict=True)
-                    },
-                    "cause": m.cause.value,
-                    "reason": m.reason,
-                    "correlation_id": m.correlation_id,
-                    "actor": m.actor,
-                    "reference": m.reference,
-                    "source_sequence": m.level.source_sequence,
-                }
-                for m in movements
-            ],
-        )
+        """Append ledger rows and one ``stock.changed`` outbox event each: two statements."""
+        await append_movements(self._c, movements, recorded_at=datetime.now(UTC))
 
     async def add_exception(
         self,

@@ -1,0 +1,135 @@
+"""The outbox: events written beside the changes they report, read back in order.
+
+Every writer of the ledger inserts, in the same transaction, the rows
+:func:`stock_changed_rows` builds: one ``stock.changed`` event per movement.
+:class:`SqlEventLog` reads them for relays and replays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import orjson
+from sqlalchemy import Row, Table, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stockgraph.domain.events import OutboxEvent, Topic
+from stockgraph.domain.ids import Sku, TenantId, WarehouseId
+from stockgraph.domain.model import StockMovement
+from stockgraph.domain.quantities import QUANTITY_NAMES
+from stockgraph.persistence.models import OutboxEventRow
+
+_outbox = cast(Table, OutboxEventRow.__table__)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+_PAYLOAD_NAMES = tuple(_camel(name) for name in QUANTITY_NAMES)
+
+
+def _quantities(values: tuple[int, ...]) -> dict[str, int]:
+    return dict(zip(_PAYLOAD_NAMES, values, strict=True))
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def stock_changed_payload(movement: StockMovement) -> dict[str, Any]:
+    """The ``stock.changed`` payload of one ledger movement, for example::
+
+    {"level": {"onHand": 12, "available": 12, ..., "incoming": 0,
+               "asOf": "2026-11-24T19:30:00Z", "sourceSequence": 7},
+     "delta": {"onHand": 2, "available": 2, ..., "incoming": 0},
+     "cause": "WEBHOOK", "reason": "ADJUSTED", "correlationId": "5f0c...",
+     "occurredAt": "2026-11-24T19:30:00Z"}
+    """
+    level = movement.level
+    return {
+        "level": {
+            **_quantities(level.quantities.as_tuple()),
+            "asOf": _instant(level.as_of),
+            "sourceSequence": level.source_sequence,
+        },
+        "delta": _quantities(movement.delta.as_tuple()),
+        "cause": movement.cause.value,
+        "reason": movement.reason,
+        "correlationId": movement.correlation_id,
+        "occurredAt": _instant(movement.occurred_at),
+    }
+
+
+def stock_changed_rows(
+    movements: Sequence[StockMovement], *, created_at: datetime
+) -> list[dict[str, Any]]:
+    """Outbox rows for ``movements``, one each, to insert with the ledger rows."""
+    return [
+        {
+            "tenant_id": m.level.tenant_id,
+            "topic": Topic.STOCK_CHANGED.value,
+            "warehouse_id": m.level.warehouse_id,
+            "sku": m.level.sku,
+            "payload": orjson.dumps(stock_changed_payload(m)).decode(),
+            "created_at": created_at,
+        }
+        for m in movements
+    ]
+
+
+def _event(row: Row[Any]) -> OutboxEvent:
+    return OutboxEvent(
+        id=int(row.id),
+        tenant_id=TenantId(row.tenant_id),
+        topic=Topic(row.topic),
+        warehouse_id=None if row.warehouse_id is None else WarehouseId(row.warehouse_id),
+        sku=None if row.sku is None else Sku(row.sku),
+        payload=orjson.loads(row.payload),
+        created_at=row.created_at,
+    )
+
+
+class SqlEventLog:
+    """Implements the services' ``EventLog`` port: each read is one statement.
+
+    Events of topics this release does not know are skipped, so that a newer release
+    writing new topics to the same database does not stop an older reader.
+    """
+
+    def __init__(self, *, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def after(
+        self,
+        after_id: int,
+        *,
+        tenant_id: TenantId | None = None,
+        topic: Topic | None = None,
+        limit: int = 500,
+    ) -> Sequence[OutboxEvent]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        query = select(_outbox).where(_outbox.c.id > after_id)
+        if tenant_id is not None:
+            query = query.where(_outbox.c.tenant_id == tenant_id)
+        if topic is not None:
+            query = query.where(_outbox.c.topic == topic.value)
+        else:
+            # A newer release may write topics this one does not know: skip, not fail.
+            query = query.where(_outbox.c.topic.in_([known.value for known in Topic]))
+        query = query.order_by(_outbox.c.id).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_event(row) for row in rows]
+
+    async def last_id(self) -> int:
+        async with self._engine.connect() as conn:
+            newest = await conn.scalar(select(func.coalesce(func.max(_outbox.c.id), 0)))
+        return int(newest or 0)
+
+
+__all__ = ["SqlEventLog", "stock_changed_payload", "stock_changed_rows"]
