@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from stockgraph.auth.endpoints import jwks_endpoint, token_endpoint
 from stockgraph.auth.errors import AuthError
@@ -50,9 +50,12 @@ from stockgraph.domain.bucket import BucketPolicy
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import GeoPoint, WarehouseSpec
+from stockgraph.events.bus import MemoryBus
+from stockgraph.events.relay import Relay
 from stockgraph.persistence.access_store import SqlAccessStore
 from stockgraph.persistence.catalog_store import SqlCatalogStore, SqlCatalogWriter
 from stockgraph.persistence.database import create_engine, session_factory
+from stockgraph.persistence.event_log import SqlEventLog
 from stockgraph.persistence.inbox_store import SqlConnectorStates, SqlInbox
 from stockgraph.persistence.migrate import current_revision, head_revision
 from stockgraph.persistence.operations_store import SqlOperationsStore
@@ -63,6 +66,7 @@ from stockgraph.schema.context import Limits, Services
 from stockgraph.schema.view import CachedAnswer, GraphQLView
 from stockgraph.services.access import AccessService
 from stockgraph.services.catalog import CatalogService
+from stockgraph.services.feed import EventFeed
 from stockgraph.services.ingestion import (
     BadDelivery,
     ConnectorInstance,
@@ -165,9 +169,13 @@ class Runtime:
     live: LiveReads
     operations: OperationsService
     buckets: CostBuckets
+    """Every client's bucket of query cost: in Redis when configured, else in memory."""
     invalidations: Invalidations
     """Drops cached answers a change made old, here and (with Redis) in every process."""
-    """Every client's bucket of query cost: in Redis when configured, else in memory."""
+    bus: MemoryBus
+    relay: Relay
+    """Publishes what the outbox committed to this process's subscribers."""
+    feed: EventFeed
     instances: dict[str, ConnectorInstance] = field(default_factory=dict)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     connector_metrics: ConnectorMetrics | None = None
@@ -252,6 +260,9 @@ class Runtime:
         def unit_of_work() -> SqlUnitOfWork:
             return SqlUnitOfWork(engine=engine)
 
+        event_log = SqlEventLog(engine=engine)
+        bus = MemoryBus()
+
         ingestion = IngestionService(
             instances=instances.get,
             inbox=SqlInbox(engine=engine),
@@ -293,6 +304,9 @@ class Runtime:
             ),
             instances=instances,
             buckets=buckets,
+            bus=bus,
+            relay=Relay(log=event_log, bus=bus),
+            feed=EventFeed(log=event_log, bus=bus),
             budget_failover=Failover(
                 name="WMS budgets", retry_seconds=settings.redis_retry_seconds
             ),
@@ -355,6 +369,7 @@ class Runtime:
             operations=self.operations,
             buckets=self.buckets,
             live=self.live,
+            feed=self.feed,
         )
 
     def _share_budget(self, connector_id: str) -> ShareBudget | None:
@@ -371,6 +386,7 @@ class Runtime:
         """Called after every committed change to a tenant's projection (the SKUs written)
         or catalogue (None: anything may have changed)."""
         self.invalidations.changed(tenant_id, skus)
+        self.relay.wake()
 
     async def connect_instances(
         self,
@@ -442,6 +458,7 @@ class Runtime:
         """The inbox worker and the sync loop, until :meth:`close`."""
         self.tasks.append(asyncio.create_task(self.ingestion.run(), name="inbox"))
         self.tasks.append(asyncio.create_task(self.sync_loop(), name="sync"))
+        self.tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
         if self.redis is not None:
             self.tasks.append(asyncio.create_task(self.invalidations.run(), name="invalidations"))
 
@@ -463,16 +480,18 @@ class Runtime:
             await self.redis.aclose()
         await self.engine.dispose()
 
-    async def authenticate(self, request: Request) -> Principal | None:
-        """The caller of an HTTP request, from ``Authorization: Bearer`` or ``X-API-Key``."""
-        header = request.headers.get("authorization")
+    async def authenticate(self, credentials: Mapping[str, str]) -> Principal | None:
+        """The caller named by ``Authorization: Bearer`` or ``X-API-Key`` (names in any case):
+        an HTTP request's headers, or a WebSocket's ``connection_init`` payload."""
+        found = {name.lower(): value for name, value in credentials.items()}
+        header = found.get("authorization")
         try:
             if header is not None:
                 scheme, _, token = header.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     return None
                 return await self.access.authenticate_bearer(token.strip())
-            key = request.headers.get("x-api-key")
+            key = found.get("x-api-key")
             if key:
                 return await self.access.authenticate_api_key(key.strip())
         except AuthError as exc:
@@ -601,6 +620,7 @@ def create_app(
         Route("/webhooks/wms/{connector_id}", webhook, methods=["POST"]),
         Route("/graphql/schema.graphql", schema_sdl, methods=["GET"]),
         Route("/graphql", view),
+        WebSocketRoute("/graphql", view),
         Route("/oauth/token", token_endpoint(rt.access), methods=["POST"]),
         Route("/.well-known/jwks.json", jwks_endpoint(rt.tokens), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

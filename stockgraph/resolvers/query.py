@@ -32,9 +32,7 @@ from stockgraph.schema.types import (
 _SOURCES = {source: LevelSource(source.value) for source in DomainLevelSource}
 
 
-async def _warehouse_filter(
-    info: Info, ids: list[strawberry.ID] | None
-) -> list[WarehouseId] | None:
+async def warehouse_filter(info: Info, ids: list[strawberry.ID] | None) -> list[WarehouseId] | None:
     """Database ids of the caller's warehouses among ``ids``; others' ids match nothing."""
     if ids is None:
         return None
@@ -74,7 +72,7 @@ def _selects(info: Info, name: str) -> bool:
     return any(walk(field.selections) for field in info.selected_fields)
 
 
-def _check_skus(info: Info, skus: list[str]) -> None:
+def check_skus(info: Info, skus: list[str]) -> None:
     info.context.limits.check_list("skus", skus)
     if any(not s for s in skus):
         raise BadUserInput("skus must not contain empty strings", argument="skus")
@@ -122,7 +120,7 @@ class Query:
         after_sku = from_cursor(after)
         tenant = info.context.principal.tenant_id
         if skus is not None:
-            _check_skus(info, skus)
+            check_skus(info, skus)
             found = await info.context.services.catalog.items_by_code(tenant, skus)
             chosen = sorted({i.sku: i for i in found.values()}.values(), key=lambda i: i.sku)
             rest = [i for i in chosen if after_sku is None or i.sku > after_sku]
@@ -154,11 +152,11 @@ class Query:
         as_of: datetime | None = None,
     ) -> list[InventoryLevel]:
         info.context.require(Scope.INVENTORY_READ)
-        _check_skus(info, skus)
+        check_skus(info, skus)
         if max_age is not None and max_age < 0:
             raise BadUserInput("maxAge must be zero or more seconds", argument="maxAge")
         warehouses = await info.context.warehouses()
-        ids = await _warehouse_filter(info, warehouse_ids)
+        ids = await warehouse_filter(info, warehouse_ids)
         answers = await info.context.services.inventory.levels(
             info.context.principal.tenant_id,
             skus,
@@ -210,7 +208,7 @@ class Query:
         self, info: Info, skus: list[str], near: GeoPointInput | None = None
     ) -> list[SkuAvailability]:
         info.context.require(Scope.INVENTORY_READ)
-        _check_skus(info, skus)
+        check_skus(info, skus)
         point = _geo(near)
         listed = _selects(info, "warehouses")
         mine = await info.context.warehouses() if listed or point else None

@@ -19,6 +19,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from stockgraph.resolvers.query import Query
+from stockgraph.resolvers.subscription import Subscription
 from stockgraph.schema.execution import PlainFieldExecutor
 from stockgraph.schema.throttle import CostLimiter
 
@@ -81,6 +82,7 @@ def build_schema(limits: SchemaLimits | None = None) -> StockgraphSchema:
     ]
     return StockgraphSchema(
         query=Query,
+        subscription=Subscription,
         # Only @key is used; 2.3 composes with every Federation 2 gateway still in service.
         federation_version="2.3",
         scalar_overrides={datetime: DateTime},

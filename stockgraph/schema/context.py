@@ -13,10 +13,11 @@ from aiodataloader import DataLoader
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain.bucket import Throttle
-from stockgraph.domain.ids import Sku, WarehouseId
+from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import Item, StockLevel, Warehouse
 from stockgraph.schema.errors import BadUserInput, Forbidden
 from stockgraph.services.catalog import CatalogService
+from stockgraph.services.feed import EventFeed
 from stockgraph.services.inventory import InventoryService
 from stockgraph.services.live import LiveReads, UpstreamUse
 from stockgraph.services.operations import OperationsService
@@ -58,6 +59,8 @@ class Services:
     buckets: CostBuckets
     """Every client's bucket of query cost."""
     live: LiveReads | None = None
+    feed: EventFeed | None = None
+    """Committed events for subscriptions; None where nothing is published."""
 
 
 @dataclass
@@ -120,6 +123,8 @@ class Context:
     cacheable: bool = True
     """Cleared when the answer must not be kept by the response cache (it has errors)."""
     cost: CostRecord = field(default_factory=CostRecord)
+    connection_params: dict[str, Any] | None = None
+    """A WebSocket's ``connection_init`` payload, where its credentials are."""
     covered: set[str] = field(default_factory=set)
     """The SKUs whose stock the answer shows: a cached answer is dropped when they change."""
     _warehouses: asyncio.Future[TenantWarehouses] | None = None
@@ -178,6 +183,10 @@ class Context:
     def warn(self, code: str, message: str, **detail: Any) -> None:
         """A non-fatal remark returned in ``extensions.warnings``."""
         self.warnings.append({"code": code, "message": message, **detail})
+
+
+NOBODY = Principal(TenantId(""), "nobody", frozenset())
+"""A WebSocket's caller until its ``connection_init`` is authenticated: holds no scope."""
 
 
 def bucket_key(principal: Principal) -> str:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -21,23 +22,29 @@ from graphql import ExecutionResult
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.typevars import RootValue
 from strawberry.schema import BaseSchema
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
 from stockgraph.auth.principal import Principal
 from stockgraph.cache.reads import from_the_source
 from stockgraph.cache.response import ResponseCache
 from stockgraph.cache.shared import SharedAnswers
 from stockgraph.schema.cacheable import is_cacheable
-from stockgraph.schema.context import Context, CostRecord, Limits, Services, bucket_key
+from stockgraph.schema.context import NOBODY, Context, CostRecord, Limits, Services, bucket_key
 from stockgraph.schema.errors import ErrorCode, error_body, format_errors
 from stockgraph.schema.throttle import throttled
 
 log = logging.getLogger("stockgraph.http")
 
-Authenticate = Callable[[Request], Awaitable[Principal | None]]
-"""Returns the caller, or None when the request carries no valid credentials."""
+Authenticate = Callable[[Mapping[str, str]], Awaitable[Principal | None]]
+"""The caller named by credentials (``Authorization: Bearer …`` or ``X-API-Key``, names in
+any case), from an HTTP request's headers or a WebSocket's ``connection_init`` payload; None
+when there are no valid ones."""
 
 UNAUTHENTICATED_BODY = orjson.dumps(
     error_body("valid credentials are required", ErrorCode.UNAUTHENTICATED)
@@ -107,11 +114,19 @@ class GraphQLView(GraphQL[Context, RootValue]):
         cache: ResponseCache[CachedAnswer] | None = None,
         shared: SharedAnswers | None = None,
         max_tokens: int = 4000,
+        init_timeout_seconds: float = 10.0,
+        max_subscriptions: int = 20,
     ) -> None:
         super().__init__(
             schema,
             graphql_ide="graphiql" if graphiql else None,
-            subscription_protocols=(),
+            # graphql-transport-ws only: the legacy graphql-ws protocol is refused.
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(seconds=init_timeout_seconds),
+            max_subscriptions_per_connection=max_subscriptions,
+            # Credentials travel in connection_init, never in cookies, so a page on another
+            # origin gains nothing it could abuse: dashboards may live anywhere.
+            allowed_origins=("*",),
             multipart_uploads_enabled=False,
         )
         self._authenticate = authenticate
@@ -132,7 +147,7 @@ class GraphQLView(GraphQL[Context, RootValue]):
             await (await self.render_graphql_ide(request))(scope, receive, send)
             return
         response: Response
-        principal = await self._authenticate(request)
+        principal = await self._authenticate(request.headers)
         if principal is None:
             response = Response(
                 UNAUTHENTICATED_BODY,
@@ -249,6 +264,29 @@ class GraphQLView(GraphQL[Context, RootValue]):
         # Only plain values, in a fixed order: other processes compute the same key.
         scopes = tuple(sorted(scope.value for scope in principal.scopes))
         return (principal.tenant_id, scopes, query, operation, variables.decode())
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        """A WebSocket's context: nobody until its ``connection_init`` is authenticated."""
+        return Context(
+            principal=NOBODY,
+            services=self._services,
+            limits=self._limits,
+            request=request,
+            response=response,
+        )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticates ``connection_init``; refused ones are closed with 4403 Forbidden."""
+        params = context.connection_params or {}
+        credentials = {str(k): v for k, v in params.items() if isinstance(v, str)}
+        principal = await self._authenticate(credentials)
+        if principal is None:
+            raise ConnectionRejectionError()
+        context.principal = principal
+        unset: UnsetType = UNSET
+        return unset
 
     def _wants_ide(self, request: Request) -> bool:
         return (

@@ -6,12 +6,13 @@ The composition root (``stockgraph.app``) passes concrete implementations from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
 from stockgraph.domain.bucket import Throttle
+from stockgraph.domain.events import OutboxEvent, Topic
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.model import (
     AuditEntry,
@@ -175,3 +176,35 @@ class CostBuckets(Protocol):
 ProjectionChanged = Callable[[TenantId, Collection[Sku] | None], None]
 """Told after every committed change to a tenant's projection: the SKUs whose levels were
 written, or None when anything of the tenant may have changed (its catalogue, say)."""
+
+
+class EventLog(Protocol):
+    """The outbox, read in order: what was committed, for relays and replays."""
+
+    async def after(
+        self,
+        after_id: int,
+        *,
+        tenant_id: TenantId | None = None,
+        topic: Topic | None = None,
+        limit: int = 500,
+    ) -> Sequence[OutboxEvent]:
+        """Events with an id above ``after_id`` (of one tenant and topic if given), oldest
+        first, at most ``limit``."""
+
+    async def last_id(self) -> int:
+        """The newest event's id (0 when there is none)."""
+
+
+class EventStream(Protocol):
+    """One subscriber's live events, in order; raises when it fell too far behind."""
+
+    def __aiter__(self) -> AsyncIterator[OutboxEvent]: ...
+
+    def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    """Committed events, live, to this process's subscribers."""
+
+    def subscribe(self, tenant_id: TenantId) -> EventStream: ...

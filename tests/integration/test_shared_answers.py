@@ -87,7 +87,8 @@ async def test_an_answer_computed_by_one_process_serves_another_without_executin
     with counted_statements(b.runtime) as statements:
         second = await b.ask()
     assert second["data"] == first["data"]
-    assert statements == []
+    # The outbox relay polls in the background; nothing else may touch the database.
+    assert [s for s in statements if "outbox_events" not in s] == []
     assert b.runtime.shared_answers is not None and b.runtime.shared_answers.hits == 1
 
 

@@ -1,0 +1,40 @@
+"""Events Stockgraph publishes: what the outbox keeps and subscribers and webhooks receive.
+
+Every committed change to the projection is written, in the same transaction, as an
+:class:`OutboxEvent` (see :class:`~stockgraph.services.ports.EventLog`). Its ``id`` orders
+all events of a database and is what a subscriber's cursor names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from stockgraph.domain.ids import Sku, TenantId, WarehouseId
+
+
+class Topic(StrEnum):
+    STOCK_CHANGED = "stock.changed"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One committed event, as kept in the outbox.
+
+    ``payload`` is plain JSON. For :attr:`Topic.STOCK_CHANGED` it holds ``level`` (the
+    level after the change: every quantity name of
+    :data:`~stockgraph.domain.quantities.QUANTITY_NAMES`, ``asOf``, ``sourceSequence``),
+    ``delta`` (the change of every quantity), ``cause``, ``reason``, ``correlationId``
+    and ``occurredAt`` (ISO-8601).
+    """
+
+    id: int
+    tenant_id: TenantId
+    topic: Topic
+    warehouse_id: WarehouseId | None
+    sku: Sku | None
+    payload: Mapping[str, Any]
+    created_at: datetime

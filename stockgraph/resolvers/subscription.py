@@ -1,0 +1,79 @@
+"""The root Subscription: committed changes, replayed from a cursor and then live."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import strawberry
+
+from stockgraph.auth.scopes import Scope
+from stockgraph.domain.events import OutboxEvent, Topic
+from stockgraph.domain.ids import WarehouseId
+from stockgraph.resolvers.query import check_skus, warehouse_filter
+from stockgraph.schema.context import Info
+from stockgraph.schema.errors import BadUserInput
+from stockgraph.schema.events import StockChange
+from stockgraph.schema.relay import from_cursor
+from stockgraph.schema.types import Warehouse
+
+
+def _event_id(after: str | None) -> int | None:
+    value = from_cursor(after)
+    if value is None:
+        return None
+    kind, _, number = value.partition(":")
+    if kind != "event" or not number.isdigit():
+        raise BadUserInput(f"{after!r} is not a cursor of a change", argument="after")
+    return int(number)
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description=(
+            "Every committed change to the levels of the SKUs (or aliases) and warehouses "
+            "asked for (all when omitted), in order. With `after` (a change's cursor) the "
+            "changes since that one come first, then live ones, none twice and none missed."
+        )
+    )
+    async def stock_changed(
+        self,
+        info: Info,
+        skus: list[str] | None = None,
+        warehouse_ids: list[strawberry.ID] | None = None,
+        after: str | None = None,
+    ) -> AsyncGenerator[StockChange, None]:
+        context = info.context
+        context.require(Scope.INVENTORY_READ)
+        feed = context.services.feed
+        if feed is None:
+            raise BadUserInput("this server publishes no changes")
+        after_id = _event_id(after)
+        wanted_skus: set[str] | None = None
+        if skus is not None:
+            check_skus(info, skus)
+            found = await context.services.catalog.items_by_code(context.principal.tenant_id, skus)
+            wanted_skus = {item.sku for item in found.values()}
+        wanted_warehouses = await warehouse_filter(info, warehouse_ids)
+        allowed = None if wanted_warehouses is None else set(wanted_warehouses)
+
+        def accept(event: OutboxEvent) -> bool:
+            if wanted_skus is not None and event.sku not in wanted_skus:
+                return False
+            return allowed is None or event.warehouse_id in allowed
+
+        views: dict[WarehouseId, Warehouse] = {}
+        tenant = context.principal.tenant_id
+        async for event in feed.follow(tenant, Topic.STOCK_CHANGED, after=after_id, accept=accept):
+            if event.warehouse_id is None:
+                continue
+            view = views.get(event.warehouse_id)
+            if view is None:
+                mine = {w.id: w for w in await context.services.catalog.warehouses(tenant)}
+                if event.warehouse_id not in mine:
+                    continue
+                view = views[event.warehouse_id] = Warehouse.of(mine[event.warehouse_id])
+            yield StockChange.of(event, view)
+
+
+__all__ = ["Subscription"]

@@ -1,0 +1,124 @@
+"""The demo over WebSocket: graphql-transport-ws, authenticated in connection_init."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.e2e.conftest import Demo
+
+pytestmark = pytest.mark.e2e
+
+PROTOCOL = "graphql-transport-ws"
+STOCK_CHANGED = """
+subscription($after: String) {
+  stockChanged(after: $after) {
+    cursor sku warehouse { id name }
+    level { sku onHand available committed reserved incoming damaged safetyStock asOf source stale }
+    delta { onHand available }
+    cause correlationId occurredAt publishedAt
+  }
+}
+"""
+
+
+def _url(demo: Demo) -> str:
+    return demo.base.replace("http://", "ws://") + "/graphql"
+
+
+async def _send(ws: ClientConnection, message: dict[str, Any]) -> None:
+    await ws.send(json.dumps(message))
+
+
+async def _receive(ws: ClientConnection, seconds: float = 15.0) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), seconds))
+    return message
+
+
+async def _connected(demo: Demo, payload: dict[str, str]) -> ClientConnection:
+    ws = await connect(_url(demo), subprotocols=[PROTOCOL])  # type: ignore[list-item]
+    await _send(ws, {"type": "connection_init", "payload": payload})
+    return ws
+
+
+async def _changes(demo: Demo, count: int, after: str | None = None) -> list[dict[str, Any]]:
+    ws = await _connected(demo, {"Authorization": f"Bearer {demo.token()}"})
+    try:
+        assert (await _receive(ws))["type"] == "connection_ack"
+        query = {"query": STOCK_CHANGED, "variables": {"after": after}}
+        await _send(ws, {"id": "1", "type": "subscribe", "payload": query})
+        changes = []
+        while len(changes) < count:
+            message = await _receive(ws)
+            assert message["type"] == "next", message
+            assert "errors" not in message["payload"], message
+            changes.append(message["payload"]["data"]["stockChanged"])
+        await _send(ws, {"id": "1", "type": "complete"})
+        return changes
+    finally:
+        await ws.close()
+
+
+def test_changes_arrive_live_with_every_contract_field(demo: Demo) -> None:
+    [change] = asyncio.run(_changes(demo, 1))
+    assert change["level"]["source"] == "PROJECTION"
+    assert change["level"]["sku"] == change["sku"]
+    assert set(change) == {
+        "cursor",
+        "sku",
+        "warehouse",
+        "level",
+        "delta",
+        "cause",
+        "correlationId",
+        "occurredAt",
+        "publishedAt",
+    }
+
+
+def test_a_subscriber_resumes_after_its_cursor_with_no_gap_and_no_duplicate(demo: Demo) -> None:
+    first = asyncio.run(_changes(demo, 4))
+    resumed = asyncio.run(_changes(demo, 3, after=first[0]["cursor"]))
+    assert [c["cursor"] for c in resumed] == [c["cursor"] for c in first[1:]]
+    assert resumed == first[1:]
+
+
+def test_a_connection_without_valid_credentials_is_closed_with_4403(demo: Demo) -> None:
+    async def refused(payload: dict[str, str]) -> int | None:
+        ws = await _connected(demo, payload)
+        with pytest.raises(ConnectionClosed) as closed:
+            await _receive(ws)
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+    assert asyncio.run(refused({})) == 4403
+    assert asyncio.run(refused({"Authorization": "Bearer not-a-token"})) == 4403
+
+
+def test_subscribing_before_connection_init_is_closed_with_4401(demo: Demo) -> None:
+    async def early() -> int | None:
+        ws = await connect(_url(demo), subprotocols=[PROTOCOL])  # type: ignore[list-item]
+        query = {"query": STOCK_CHANGED, "variables": {}}
+        await _send(ws, {"id": "1", "type": "subscribe", "payload": query})
+        with pytest.raises(ConnectionClosed) as closed:
+            await _receive(ws)
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+    assert asyncio.run(early()) == 4401
+
+
+def test_the_legacy_graphql_ws_protocol_is_refused(demo: Demo) -> None:
+    async def legacy() -> None:
+        try:
+            ws = await connect(_url(demo), subprotocols=["graphql-ws"])  # type: ignore[list-item]
+        except InvalidStatus:
+            return  # refused at the handshake
+        with pytest.raises(ConnectionClosed):
+            await _send(ws, {"type": "connection_init", "payload": {}})
+            await _receive(ws)
+
+    asyncio.run(legacy())
