@@ -38,3 +38,7 @@ class OutboxEvent:
     sku: Sku | None
     payload: Mapping[str, Any]
     created_at: datetime
+
+
+class SubscriberTooSlow(Exception):
+    """A subscriber fell too far behind the events; it must resume from its last cursor."""

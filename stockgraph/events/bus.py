@@ -12,12 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from stockgraph.domain.events import OutboxEvent
+from stockgraph.domain.events import OutboxEvent, SubscriberTooSlow
 from stockgraph.domain.ids import TenantId
-
-
-class SubscriberTooSlow(Exception):
-    """The subscriber fell too far behind; resume from its last cursor."""
 
 
 class _Subscriber:

@@ -7,11 +7,11 @@ from collections.abc import AsyncGenerator
 import strawberry
 
 from stockgraph.auth.scopes import Scope
-from stockgraph.domain.events import OutboxEvent, Topic
+from stockgraph.domain.events import OutboxEvent, SubscriberTooSlow, Topic
 from stockgraph.domain.ids import WarehouseId
 from stockgraph.resolvers.query import check_skus, warehouse_filter
 from stockgraph.schema.context import Info
-from stockgraph.schema.errors import BadUserInput
+from stockgraph.schema.errors import BadUserInput, SubscriptionLagging
 from stockgraph.schema.events import StockChange
 from stockgraph.schema.relay import from_cursor
 from stockgraph.schema.types import Warehouse
@@ -64,16 +64,27 @@ class Subscription:
 
         views: dict[WarehouseId, Warehouse] = {}
         tenant = context.principal.tenant_id
-        async for event in feed.follow(tenant, Topic.STOCK_CHANGED, after=after_id, accept=accept):
-            if event.warehouse_id is None:
-                continue
-            view = views.get(event.warehouse_id)
-            if view is None:
-                mine = {w.id: w for w in await context.services.catalog.warehouses(tenant)}
-                if event.warehouse_id not in mine:
+        last = after
+        events = feed.follow(tenant, Topic.STOCK_CHANGED, after=after_id, accept=accept)
+        try:
+            async for event in events:
+                if event.warehouse_id is None:
                     continue
-                view = views[event.warehouse_id] = Warehouse.of(mine[event.warehouse_id])
-            yield StockChange.of(event, view)
+                view = views.get(event.warehouse_id)
+                if view is None:
+                    mine = {w.id: w for w in await context.services.catalog.warehouses(tenant)}
+                    if event.warehouse_id not in mine:
+                        continue
+                    view = views[event.warehouse_id] = Warehouse.of(mine[event.warehouse_id])
+                change = StockChange.of(event, view)
+                last = change.cursor
+                yield change
+        except SubscriberTooSlow:
+            # Never a silent skip: the subscriber is told where to resume from.
+            raise SubscriptionLagging(
+                "this subscription fell too far behind; subscribe again with `after`",
+                resumeAfter=last,
+            ) from None
 
 
 __all__ = ["Subscription"]

@@ -58,6 +58,12 @@ class MaxCostExceeded(StockgraphError):
     code = ErrorCode.MAX_COST_EXCEEDED
 
 
+class SubscriptionLagging(StockgraphError):
+    """A subscriber fell too far behind; ``resumeAfter`` is the cursor to subscribe after."""
+
+    code = ErrorCode.THROTTLED
+
+
 class Throttled(StockgraphError):
     """The caller's cost bucket holds less than the operation needs; nothing ran."""
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stockgraph.domain.events import OutboxEvent, Topic
+from stockgraph.domain.events import OutboxEvent, SubscriberTooSlow, Topic
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
-from stockgraph.events.bus import MemoryBus, SubscriberTooSlow
+from stockgraph.events.bus import MemoryBus
 from stockgraph.events.relay import Relay
 from stockgraph.services.feed import EventFeed
 
