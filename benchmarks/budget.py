@@ -62,7 +62,14 @@ for _folder in (HERE, REPO_ROOT):
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
 
-from _shared import free_port, log, terminate_as_interrupt  # noqa: E402
+from _shared import (  # noqa: E402
+    checkout,
+    free_port,
+    log,
+    percentile,
+    tail,
+    terminate_as_interrupt,
+)
 
 from stockgraph.connectors import fleet  # noqa: E402
 from stockgraph.connectors.rest.simulator import build_simulator  # noqa: E402
@@ -92,21 +99,6 @@ LIVE_READ_FAILED = re.compile(r"live read from (\S+) failed: (.*)")
 
 class BenchmarkError(Exception):
     """A condition that makes the measurement meaningless: the run stops with this message."""
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of ``values`` (any order); NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100.0 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
 def busiest_window(samples: Sequence[tuple[float, int]], window_s: float = 1.0) -> int:
@@ -873,27 +865,6 @@ def markdown(meta: dict[str, Any], scenario: Scenario, o: Outcome) -> str:
     out += ["", "Targets:", ""]
     out += [f"- {name}: **{'met' if met else 'not met'}**" for name, met in checks(s, o)]
     return "\n".join(out) + "\n"
-
-
-def checkout() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "stockgraph"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    return head + (" with local changes to stockgraph/" if dirty else "")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -52,7 +52,16 @@ from typing import Any
 
 import httpx
 import orjson
-from _shared import cpu_ticks, free_port, log, pinned, terminate_as_interrupt
+from _shared import (
+    checkout,
+    cpu_ticks,
+    free_port,
+    log,
+    percentile,
+    pinned,
+    tail,
+    terminate_as_interrupt,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -93,21 +102,6 @@ def cpu_ms(before: int | None, after: int | None) -> float | None:
     if before is None or after is None:
         return None
     return (after - before) * 1000.0 / CLK_TCK
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of ``values`` (any order); NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100.0 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def parse_utc(text: str) -> float:
@@ -1242,28 +1236,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.skip_fanout and args.skip_ingest:
         p.error("nothing to do with both --skip-fanout and --skip-ingest")
     return args
-
-
-def checkout() -> str:
-    """The commit measured, and whether Stockgraph's code differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "stockgraph"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    return head + (" with local changes to stockgraph/" if dirty else "")
 
 
 _FOREIGN = re.compile(r"stockgraph|benchmarks/|peer_strawberry|\bwrk\b|pytest")
