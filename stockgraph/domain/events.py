@@ -18,6 +18,9 @@ from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 
 class Topic(StrEnum):
     STOCK_CHANGED = "stock.changed"
+    SYNC_ALERT = "sync.alert"
+    """Something a WMS sent could not be applied (``kind`` SYNC_EXCEPTION): ``connectorId``,
+    ``code``, ``message``, ``eventId``, ``exceptionId``, ``occurredAt``."""
 
 
 @dataclass(frozen=True, slots=True)

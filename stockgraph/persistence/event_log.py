@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import Row, Table, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stockgraph.domain.events import OutboxEvent, Topic
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
@@ -61,6 +61,50 @@ def stock_changed_payload(movement: StockMovement) -> dict[str, Any]:
         "reason": movement.reason,
         "correlationId": movement.correlation_id,
         "occurredAt": _instant(movement.occurred_at),
+    }
+
+
+_OUTBOX_LOCK = 0x5347_4F42  # "SGOB": the advisory lock writers of the outbox take turns on
+
+
+async def take_outbox_turn(conn: AsyncConnection) -> None:
+    """Call before inserting outbox rows, in the same transaction.
+
+    Outbox ids are handed out at insert but transactions commit in any order; a reader past
+    id 11 would never see an id 10 committed later. On PostgreSQL writers of the outbox take
+    turns until they commit, so ids become visible in order (SQLite has one writer anyway).
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(_OUTBOX_LOCK)))
+
+
+def sync_alert_row(
+    *,
+    tenant_id: str,
+    connector_id: str,
+    code: str,
+    message: str,
+    event_id: str | None,
+    exception_id: int,
+    created_at: datetime,
+) -> dict[str, Any]:
+    """The outbox row of a sync exception, to insert with the exception."""
+    payload = {
+        "kind": "SYNC_EXCEPTION",
+        "connectorId": connector_id,
+        "code": code,
+        "message": message,
+        "eventId": event_id,
+        "exceptionId": exception_id,
+        "occurredAt": _instant(created_at),
+    }
+    return {
+        "tenant_id": tenant_id,
+        "topic": Topic.SYNC_ALERT.value,
+        "warehouse_id": None,
+        "sku": None,
+        "payload": orjson.dumps(payload).decode(),
+        "created_at": created_at,
     }
 
 

@@ -26,7 +26,7 @@ from stockgraph.domain.model import (
 )
 from stockgraph.domain.quantities import QUANTITY_NAMES, StockDelta, StockQuantities
 from stockgraph.persistence.catalog_store import code_to_sku
-from stockgraph.persistence.event_log import stock_changed_rows
+from stockgraph.persistence.event_log import stock_changed_rows, take_outbox_turn
 from stockgraph.persistence.models import (
     AuditEventRow,
     OutboxEventRow,
@@ -38,8 +38,6 @@ _levels = cast(Table, StockLevelRow.__table__)
 _moves = cast(Table, StockMovementRow.__table__)
 _audit = cast(Table, AuditEventRow.__table__)
 _outbox = cast(Table, OutboxEventRow.__table__)
-
-_OUTBOX_LOCK = 0x5347_4F42  # "SGOB": the advisory lock writers of the outbox take turns on
 
 _LEVEL_COLUMNS = [_levels.c[name] for name in QUANTITY_NAMES]
 _DELTA_SUMS = [func.sum(_moves.c[f"d_{name}"]).label(name) for name in QUANTITY_NAMES]
@@ -129,11 +127,7 @@ async def append_movements(
     transaction ``conn`` is in."""
     if not movements:
         return
-    if conn.dialect.name == "postgresql":
-        # Outbox ids are handed out at insert but transactions commit in any order; a reader
-        # past id 11 would never see an id 10 committed later. Writers of the outbox take
-        # turns until they commit, so ids become visible in order.
-        await conn.execute(select(func.pg_advisory_xact_lock(_OUTBOX_LOCK)))
+    await take_outbox_turn(conn)
     await conn.execute(
         insert(_moves),
         [

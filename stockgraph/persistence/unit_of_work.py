@@ -21,11 +21,13 @@ from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import AuditEntry, StockLevel, StockMovement
 from stockgraph.domain.quantities import QUANTITY_NAMES, StockQuantities
+from stockgraph.persistence.event_log import sync_alert_row, take_outbox_turn
 from stockgraph.persistence.models import (
     AuditEventRow,
     ConnectorStateRow,
     InboxEventRow,
     ItemRow,
+    OutboxEventRow,
     StockLevelRow,
     SyncExceptionRow,
 )
@@ -37,6 +39,7 @@ _inbox = cast(Table, InboxEventRow.__table__)
 _exceptions = cast(Table, SyncExceptionRow.__table__)
 _states = cast(Table, ConnectorStateRow.__table__)
 _items = cast(Table, ItemRow.__table__)
+_outbox = cast(Table, OutboxEventRow.__table__)
 
 
 class SqlUnitOfWork:
@@ -197,7 +200,9 @@ class SqlUnitOfWork:
         reason: str,
         raw: str,
     ) -> None:
-        await self._c.execute(
+        now = datetime.now(UTC)
+        await take_outbox_turn(self._c)
+        kept = await self._c.execute(
             insert(_exceptions).values(
                 tenant_id=tenant_id,
                 connector_id=connector_id,
@@ -205,10 +210,21 @@ class SqlUnitOfWork:
                 code=code,
                 reason=reason,
                 raw=raw,
-                created_at=datetime.now(UTC),
+                created_at=now,
                 resolved_at=None,
             )
         )
+        [exception_id] = kept.inserted_primary_key or (0,)
+        alert = sync_alert_row(
+            tenant_id=tenant_id,
+            connector_id=connector_id,
+            code=code,
+            message=reason,
+            event_id=event_id,
+            exception_id=int(exception_id),
+            created_at=now,
+        )
+        await self._c.execute(insert(_outbox), [alert])
 
     async def add_audits(self, entries: Sequence[AuditEntry]) -> None:
         """Append audit events, in one statement."""

@@ -12,7 +12,7 @@ from stockgraph.domain.ids import WarehouseId
 from stockgraph.resolvers.query import check_skus, warehouse_filter
 from stockgraph.schema.context import Info
 from stockgraph.schema.errors import BadUserInput, SubscriptionLagging
-from stockgraph.schema.events import StockChange
+from stockgraph.schema.events import StockChange, SyncAlert
 from stockgraph.schema.relay import from_cursor
 from stockgraph.schema.types import Warehouse
 
@@ -80,11 +80,38 @@ class Subscription:
                 last = change.cursor
                 yield change
         except SubscriberTooSlow:
-            # Never a silent skip: the subscriber is told where to resume from.
-            raise SubscriptionLagging(
-                "this subscription fell too far behind; subscribe again with `after`",
-                resumeAfter=last,
-            ) from None
+            raise _lagging(last) from None
+
+    @strawberry.subscription(
+        description=(
+            "Sync alerts of the tenant's WMS instances (ops:admin), live; with `after` (an "
+            "alert's cursor) the ones since then first."
+        )
+    )
+    async def sync_alerts(
+        self, info: Info, after: str | None = None
+    ) -> AsyncGenerator[SyncAlert, None]:
+        context = info.context
+        context.require(Scope.OPS_ADMIN)
+        feed = context.services.feed
+        if feed is None:
+            raise BadUserInput("this server publishes no alerts")
+        last = after
+        tenant = context.principal.tenant_id
+        try:
+            async for event in feed.follow(tenant, Topic.SYNC_ALERT, after=_event_id(after)):
+                alert = SyncAlert.of(event)
+                last = alert.cursor
+                yield alert
+        except SubscriberTooSlow:
+            raise _lagging(last) from None
+
+
+def _lagging(last: str | None) -> SubscriptionLagging:
+    """Never a silent skip: the subscriber is told where to resume from."""
+    return SubscriptionLagging(
+        "this subscription fell too far behind; subscribe again with `after`", resumeAfter=last
+    )
 
 
 __all__ = ["Subscription"]

@@ -9,7 +9,7 @@ from typing import Any
 import strawberry
 
 from stockgraph.domain.events import OutboxEvent
-from stockgraph.schema.relay import to_cursor
+from stockgraph.schema.relay import to_cursor, to_global_id
 from stockgraph.schema.types import InventoryLevel, LevelSource, Warehouse
 
 
@@ -85,8 +85,41 @@ class StockChange:
         )
 
 
+@strawberry.type(description="Something an operator should look at in the sync with a WMS.")
+class SyncAlert:
+    cursor: str = strawberry.field(description="Pass as `after` to resume right after this.")
+    kind: str = strawberry.field(description="SYNC_EXCEPTION: a WMS payload was not applied.")
+    connector_id: str
+    code: str = strawberry.field(description="UNKNOWN_SKU, UNKNOWN_STATUS, MALFORMED, ...")
+    message: str
+    event_id: str | None
+    exception_id: strawberry.ID | None = strawberry.field(
+        description="The `SyncException` holding the raw payload, for `syncExceptions`."
+    )
+    occurred_at: datetime
+
+    @classmethod
+    def of(cls, event: OutboxEvent) -> SyncAlert:
+        payload = event.payload
+        exception = payload.get("exceptionId")
+        return cls(
+            cursor=event_cursor(event.id),
+            kind=str(payload.get("kind", "")),
+            connector_id=str(payload.get("connectorId", "")),
+            code=str(payload.get("code", "")),
+            message=str(payload.get("message", "")),
+            event_id=payload.get("eventId"),
+            exception_id=(
+                None
+                if exception is None
+                else strawberry.ID(to_global_id("SyncException", event.tenant_id, str(exception)))
+            ),
+            occurred_at=_instant(payload.get("occurredAt")),
+        )
+
+
 def event_cursor(event_id: int) -> str:
     return to_cursor(f"event:{event_id}")
 
 
-__all__ = ["StockChange", "StockDelta", "event_cursor"]
+__all__ = ["StockChange", "StockDelta", "SyncAlert", "event_cursor"]

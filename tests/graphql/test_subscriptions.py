@@ -100,3 +100,51 @@ async def test_a_subscriber_too_far_behind_is_told_where_to_resume(runtime: Runt
     assert error.extensions["code"] == "THROTTLED"
     assert error.extensions["resumeAfter"] == cursor
     await stream.aclose()
+
+
+ALERTS = "subscription { syncAlerts { cursor kind connectorId code message exceptionId } }"
+
+
+async def test_sync_alerts_reach_operators_only(runtime: Runtime) -> None:
+    bus = MemoryBus()
+    services = replace(runtime.services(), feed=EventFeed(log=EmptyLog(), bus=bus))
+
+    def context(scopes: frozenset[Scope]) -> Context:
+        return Context(principal=Principal(TenantId("acme"), "ops", scopes), services=services)
+
+    refused = await SCHEMA.subscribe(
+        ALERTS, context_value=context(frozenset({Scope.INVENTORY_READ}))
+    )
+    first = await asyncio.wait_for(refused.__anext__(), 2)  # type: ignore[union-attr]
+    assert first.errors and first.errors[0].extensions["code"] == "FORBIDDEN"
+    stream = await SCHEMA.subscribe(ALERTS, context_value=context(frozenset(Scope)))
+    pending = asyncio.ensure_future(stream.__anext__())  # type: ignore[union-attr]
+    await asyncio.sleep(0.05)
+    alert = OutboxEvent(
+        id=9,
+        tenant_id=TenantId("acme"),
+        topic=Topic.SYNC_ALERT,
+        warehouse_id=None,
+        sku=None,
+        payload={
+            "kind": "SYNC_EXCEPTION",
+            "connectorId": "acme-wh-00",
+            "code": "UNKNOWN_SKU",
+            "message": "WMS SKU 'X' maps to nothing",
+            "eventId": "e1",
+            "exceptionId": 4,
+            "occurredAt": "2026-11-24T00:00:00Z",
+        },
+        created_at=datetime(2026, 11, 24, tzinfo=UTC),
+    )
+    bus.publish([_event(1, WarehouseId(1), "SKU-00001"), alert])
+    result = await asyncio.wait_for(pending, 2)
+    assert result.errors is None
+    got = result.data["syncAlerts"]
+    assert (got["kind"], got["code"], got["connectorId"]) == (
+        "SYNC_EXCEPTION",
+        "UNKNOWN_SKU",
+        "acme-wh-00",
+    )
+    assert got["exceptionId"]
+    await stream.aclose()  # type: ignore[union-attr]

@@ -138,6 +138,10 @@ class World:
         async with self.runtime.engine.connect() as conn:
             return (await conn.execute(text(sql))).scalar()
 
+    async def rows(self, sql: str) -> list[Any]:
+        async with self.runtime.engine.connect() as conn:
+            return list((await conn.execute(text(sql))).all())
+
     async def on_hand(self, sku: str) -> int:
         return int(
             await self.scalar(

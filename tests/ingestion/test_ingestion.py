@@ -197,3 +197,21 @@ async def test_applied_events_name_the_skus_they_wrote_to_whoever_caches_them(
     report = await service.apply_pending()
     assert report.touched == {"acme": {"SKU-00001", "SKU-00002"}}
     assert heard == [("acme", {"SKU-00001", "SKU-00002"})]
+
+
+async def test_a_payload_that_cannot_be_applied_raises_a_sync_alert(world: World) -> None:
+    before = await world.scalar("SELECT count(*) FROM outbox_events WHERE topic = 'sync.alert'")
+    await world.deliver("e1", 100, [{"sku": "GHOST", "qty": 1}])
+    await world.service.apply_pending()
+    rows = await world.rows(
+        "SELECT payload FROM outbox_events WHERE topic = 'sync.alert' ORDER BY id"
+    )
+    assert len(rows) == before + 1
+    alert = orjson.loads(rows[-1][0])
+    assert (alert["kind"], alert["code"], alert["connectorId"], alert["eventId"]) == (
+        "SYNC_EXCEPTION",
+        "UNKNOWN_SKU",
+        "acme-wh-00",
+        "e1",
+    )
+    assert alert["exceptionId"] == await world.scalar("SELECT max(id) FROM sync_exceptions")
