@@ -210,6 +210,13 @@ class Stack:
             "STOCKGRAPH_JWT_SECRET": secret,
             "STOCKGRAPH_CONFIG": str(topology),
             "STOCKGRAPH_LOG_LEVEL": "info",
+            # 50 SKUs x 24 warehouses, read live, costs more than a storefront may spend on
+            # one operation, and the load would empty any client's bucket: what is measured
+            # here is the fan-out, so the cost guardrail is opened wide (every request is
+            # still priced and reports its cost).
+            "STOCKGRAPH_MAX_QUERY_COST": "1000000",
+            "STOCKGRAPH_COST_BUCKET_SIZE": "1000000000",
+            "STOCKGRAPH_COST_RESTORE_RATE": "1000000000",
             "PYTHONPATH": str(REPO_ROOT),
         }
         log(f"[{self.name}] seeding {self.db_path} …")
