@@ -230,8 +230,13 @@ class Runtime:
             if redis is not None and response_cache is not None
             else None
         )
+        event_log = SqlEventLog(engine=engine)
+        bus = MemoryBus()
+        relay = Relay(log=event_log, bus=bus, idle_seconds=settings.outbox_poll_seconds)
         invalidations = Invalidations(
             apply=invalidate_all(caches),
+            # Another process committed: its events are in the shared outbox now.
+            on_remote_change=relay.wake,
             shared=shared_answers,
             channel=f"{namespace}:invalidations",
             forget_all=clear_all(caches),
@@ -259,9 +264,6 @@ class Runtime:
 
         def unit_of_work() -> SqlUnitOfWork:
             return SqlUnitOfWork(engine=engine)
-
-        event_log = SqlEventLog(engine=engine)
-        bus = MemoryBus()
 
         ingestion = IngestionService(
             instances=instances.get,
@@ -305,7 +307,7 @@ class Runtime:
             instances=instances,
             buckets=buckets,
             bus=bus,
-            relay=Relay(log=event_log, bus=bus),
+            relay=relay,
             feed=EventFeed(log=event_log, bus=bus),
             budget_failover=Failover(
                 name="WMS budgets", retry_seconds=settings.redis_retry_seconds

@@ -1,0 +1,105 @@
+"""A change ingested by one process reaches the subscribers of another (PostgreSQL + Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import text
+
+from stockgraph.app import Runtime, create_app
+from stockgraph.auth.principal import Principal
+from stockgraph.auth.scopes import Scope
+from stockgraph.connectors.signing import sign
+from stockgraph.domain.ids import TenantId, WarehouseId
+from stockgraph.domain.mapping import InstanceMapping
+from stockgraph.persistence.inbox_store import SqlInbox
+from stockgraph.persistence.unit_of_work import SqlUnitOfWork
+from stockgraph.schema.build import build_schema
+from stockgraph.schema.context import Context
+from stockgraph.services.ingestion import ConnectorInstance, IngestionService
+from tests.conftest import build_world, make_settings
+from tests.ingestion.conftest import SECRET, JsonConnector
+from tests.services import redis_url
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+SCHEMA = build_schema()
+CHANGES = 'subscription { stockChanged(skus: ["SKU-00001"]) { cursor sku level { onHand } } }'
+
+
+@pytest.fixture
+async def processes(postgres_database_url: str) -> AsyncIterator[list[Runtime]]:
+    await build_world(postgres_database_url)
+    # The relays look at the outbox only when woken: a change in the other process must
+    # wake them through Redis.
+    settings = make_settings(postgres_database_url, redis_url=redis_url(), outbox_poll_seconds=600)
+    async with AsyncExitStack() as stack:
+        runtimes = []
+        for _ in range(2):
+            runtime = Runtime.build(settings)
+            app = create_app(settings, runtime=runtime)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            await asyncio.wait_for(runtime.invalidations.subscribed.wait(), 5)
+            runtimes.append(runtime)
+        yield runtimes
+
+
+async def _ingest(runtime: Runtime, on_hand: int) -> None:
+    """What process B's webhook route and inbox worker do with one signed event."""
+    async with runtime.engine.connect() as conn:
+        wid = (
+            await conn.execute(text("SELECT id FROM warehouses WHERE connector_id = 'acme-wh-00'"))
+        ).scalar_one()
+    instance = ConnectorInstance(
+        connector_id="acme-wh-00",
+        tenant_id=TenantId("acme"),
+        warehouse_id=WarehouseId(wid),
+        warehouse_code="WH-00",
+        connector=JsonConnector(),
+        mapping=InstanceMapping(skus={"W1": "SKU-00001"}, default_location="WH-00"),
+        webhook_secrets=(SECRET,),
+    )
+    ingestion = IngestionService(
+        instances={"acme-wh-00": instance}.get,
+        inbox=SqlInbox(engine=runtime.engine),
+        unit_of_work=lambda: SqlUnitOfWork(engine=runtime.engine),
+        on_change=runtime.projection_changed,
+    )
+    body = orjson.dumps(
+        {"id": f"e{on_hand}", "seq": 1000 + on_hand, "levels": [{"sku": "W1", "qty": on_hand}]}
+    )
+    await ingestion.receive(
+        "acme-wh-00",
+        event_id=f"e{on_hand}",
+        body=body,
+        signature=sign(body, SECRET, timestamp=int(time.time())),
+    )
+    await ingestion.apply_pending()
+
+
+async def test_a_subscriber_of_one_process_gets_what_another_process_ingested(
+    processes: list[Runtime],
+) -> None:
+    a, b = processes
+    context = Context(
+        principal=Principal(TenantId("acme"), "dashboard", frozenset(Scope)),
+        services=a.services(),
+    )
+    stream: Any = await SCHEMA.subscribe(CHANGES, context_value=context)
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.2)  # subscribed on A
+    await _ingest(b, 41)
+    result = await asyncio.wait_for(first, 5)
+    assert result.errors is None, result.errors
+    assert result.data["stockChanged"]["level"]["onHand"] == 41
+    await _ingest(b, 42)
+    second = await asyncio.wait_for(stream.__anext__(), 5)
+    assert second.data["stockChanged"]["level"]["onHand"] == 42
+    assert second.data["stockChanged"]["cursor"] != result.data["stockChanged"]["cursor"]
+    await stream.aclose()
