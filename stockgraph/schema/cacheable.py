@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, parse
+from graphql import FieldNode, OperationType
+
+from stockgraph.schema.documents import parsed_operation
 
 CACHEABLE_ROOT_FIELDS = frozenset(
     {"availability", "inventoryLevels", "warehouses", "warehouse", "item", "items"}
@@ -22,16 +24,10 @@ TIME_DEPENDENT_ARGUMENTS = frozenset({("inventoryLevels", "maxAge"), ("inventory
 @lru_cache(maxsize=1024)
 def is_cacheable(query: str, operation_name: str | None, max_tokens: int) -> bool:
     """Whether the response to ``query`` depends only on the caller, variables and data."""
-    try:
-        document = parse(query, max_tokens=max_tokens, no_location=True)
-    except GraphQLError:
+    operation = parsed_operation(query, operation_name, max_tokens=max_tokens)
+    if operation is None or operation.operation is not OperationType.QUERY:
         return False
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if operation_name is not None:
-        operations = [o for o in operations if o.name and o.name.value == operation_name]
-    if len(operations) != 1 or operations[0].operation is not OperationType.QUERY:
-        return False
-    for selection in operations[0].selection_set.selections:
+    for selection in operation.selection_set.selections:
         if not isinstance(selection, FieldNode):
             return False
         name = selection.name.value

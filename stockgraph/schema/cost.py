@@ -46,13 +46,14 @@ from graphql import (
     GraphQLNonNull,
     GraphQLSchema,
     InlineFragmentNode,
-    OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
     get_named_type,
     is_composite_type,
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+
+from stockgraph.schema.documents import operation_of
 
 OBJECT_COST = 1
 MUTATION_COST = 10
@@ -153,7 +154,7 @@ def analyse(
 
     An operation that cannot be found costs nothing: execution refuses it anyway.
     """
-    operation = _operation(document, operation_name)
+    operation = operation_of(document, operation_name)
     if operation is None:
         return Analysis(0, 0, 0)
     root = schema.get_root_type(operation.operation)
@@ -202,13 +203,6 @@ def _objects_of_list(values: list[Any], shape: Shape) -> int:
         elif isinstance(value, list):
             count += _objects_of_list(value, shape)
     return count
-
-
-def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if name is not None:
-        operations = [o for o in operations if o.name is not None and o.name.value == name]
-    return operations[0] if len(operations) == 1 else None
 
 
 class _Walker:

@@ -37,6 +37,7 @@ from stockgraph.cache.shared import SharedAnswers
 from stockgraph.schema.cacheable import is_cacheable
 from stockgraph.schema.context import NOBODY, Context, CostRecord, Limits, Services, bucket_key
 from stockgraph.schema.errors import ErrorCode, error_body, format_errors
+from stockgraph.schema.stream import event_stream, wants_event_stream
 from stockgraph.schema.throttle import throttled
 
 log = logging.getLogger("stockgraph.http")
@@ -155,6 +156,9 @@ class GraphQLView(GraphQL[Context, RootValue]):
                 media_type="application/json",
                 headers={"WWW-Authenticate": 'Bearer realm="stockgraph"'},
             )
+        elif wants_event_stream(request):
+            context = Context(principal=principal, services=self._services, limits=self._limits)
+            response = await event_stream(self.schema, request, context)
         else:
             response = await self._answer(request, principal)
         await response(scope, receive, send)

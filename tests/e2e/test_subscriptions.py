@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -122,3 +123,52 @@ def test_the_legacy_graphql_ws_protocol_is_refused(demo: Demo) -> None:
             await _receive(ws)
 
     asyncio.run(legacy())
+
+
+def _sse_events(
+    demo: Demo, body: dict[str, Any], count: int, **headers: str
+) -> list[tuple[str, str]]:
+    """The first ``count`` (event, data) pairs of a Server-Sent Events answer."""
+    events: list[tuple[str, str]] = []
+    kind = ""
+    with httpx.stream(
+        "POST",
+        f"{demo.base}/graphql",
+        json=body,
+        headers={"Accept": "text/event-stream", **headers},
+        timeout=20,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") or line == "data:":
+                events.append((kind, line.removeprefix("data:").strip()))
+                if len(events) == count:
+                    break
+    return events
+
+
+def test_changes_stream_over_server_sent_events(demo: Demo) -> None:
+    body = {"query": STOCK_CHANGED, "variables": {"after": None}}
+    [(kind, data)] = _sse_events(demo, body, 1, Authorization=f"Bearer {demo.token()}")
+    assert kind == "next"
+    assert json.loads(data)["data"]["stockChanged"]["cursor"]
+
+
+def test_a_query_over_server_sent_events_is_one_result_then_complete(demo: Demo) -> None:
+    body = {"query": '{ item(sku: "SKU-00001") { sku } }'}
+    events = _sse_events(demo, body, 2, Authorization=f"Bearer {demo.token()}")
+    assert [kind for kind, _ in events] == ["next", "complete"]
+    assert json.loads(events[0][1])["data"] == {"item": {"sku": "SKU-00001"}}
+
+
+def test_server_sent_events_without_credentials_get_401(demo: Demo) -> None:
+    response = httpx.post(
+        f"{demo.base}/graphql",
+        json={"query": STOCK_CHANGED},
+        headers={"Accept": "text/event-stream"},
+    )
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
