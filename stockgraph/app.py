@@ -251,6 +251,12 @@ class Runtime:
                 else None
             ),
         )
+
+        def committed(tenant_id: TenantId, skus: Collection[Sku] | None) -> None:
+            """After every commit that changed a projection: caches, then the relay."""
+            invalidations.changed(tenant_id, skus)
+            relay.wake()
+
         policy = BucketPolicy(
             capacity=settings.cost_bucket_size, restore_rate=settings.cost_restore_rate
         )
@@ -269,20 +275,20 @@ class Runtime:
             instances=instances.get,
             inbox=SqlInbox(engine=engine),
             unit_of_work=unit_of_work,
-            on_change=invalidations.changed,
+            on_change=committed,
         )
         sync = SyncService(
             ingestion=ingestion,
             states=SqlConnectorStates(engine=engine),
             unit_of_work=unit_of_work,
-            on_change=invalidations.changed,
+            on_change=committed,
         )
         live = LiveReads(
             instances=lambda: list(instances.values()),
             ingestion=ingestion,
             unit_of_work=unit_of_work,
             stock=stock,
-            on_change=invalidations.changed,
+            on_change=committed,
         )
         return cls(
             settings=settings,
@@ -563,6 +569,9 @@ def create_app(
         graphiql=settings.graphiql,
         cache=rt.response_cache,
         shared=rt.shared_answers,
+        init_timeout_seconds=settings.connection_init_timeout_seconds,
+        max_subscriptions=settings.max_subscriptions_per_connection,
+        max_connections_per_tenant=settings.max_connections_per_tenant,
         max_tokens=settings.max_tokens,
     )
 

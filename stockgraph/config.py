@@ -14,6 +14,8 @@ Environment (all optional)::
     STOCKGRAPH_RESPONSE_CACHE_SIZE (0 turns it off), STOCKGRAPH_RESPONSE_CACHE_TTL_SECONDS
     STOCKGRAPH_READ_CACHE_SIZE    SKUs whose levels each process keeps (0 turns it off)
     STOCKGRAPH_REDIS_RETRY_SECONDS  while Redis is away, how often to try it again (5)
+    STOCKGRAPH_MAX_SUBSCRIPTIONS_PER_CONNECTION (20), STOCKGRAPH_MAX_CONNECTIONS_PER_TENANT
+    (1000), STOCKGRAPH_CONNECTION_INIT_TIMEOUT_SECONDS (10): WebSocket limits
     STOCKGRAPH_OUTBOX_POLL_SECONDS  how often the relay looks at the outbox unwoken (1)
     STOCKGRAPH_REDIS_NAMESPACE    prefix of every Redis key and channel (by default one per
                                   database: stockgraph-<hash of DATABASE_URL>)
@@ -191,6 +193,9 @@ class Settings(BaseSettings):
     read_cache_size: int = Field(default=50_000, ge=0, le=10_000_000)
     redis_retry_seconds: float = Field(default=5.0, gt=0, le=600)
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
+    max_subscriptions_per_connection: int = Field(default=20, ge=1, le=10_000)
+    max_connections_per_tenant: int = Field(default=1000, ge=1, le=1_000_000)
+    connection_init_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     redis_namespace: str = Field(
         default="stockgraph", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
     )

@@ -10,21 +10,28 @@ and the caller can resume from the last event it handled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from stockgraph.domain.events import OutboxEvent, SubscriberTooSlow
 from stockgraph.domain.ids import TenantId
 
 
 class _Subscriber:
-    def __init__(self, bus: MemoryBus, tenant_id: TenantId, capacity: int) -> None:
+    def __init__(
+        self,
+        bus: MemoryBus,
+        tenant_id: TenantId,
+        capacity: int,
+        accept: Callable[[OutboxEvent], bool],
+    ) -> None:
         self._bus = bus
         self.tenant_id = tenant_id
+        self._accept = accept
         self.queue: asyncio.Queue[OutboxEvent] = asyncio.Queue(maxsize=capacity)
         self.overflowed = False
 
     def offer(self, event: OutboxEvent) -> None:
-        if self.overflowed:
+        if self.overflowed or not self._accept(event):
             return
         try:
             self.queue.put_nowait(event)
@@ -53,9 +60,13 @@ class MemoryBus:
         self._capacity = capacity
         self._subscribers: dict[TenantId, set[_Subscriber]] = {}
 
-    def subscribe(self, tenant_id: TenantId) -> _Subscriber:
-        """Events of ``tenant_id`` from now on; ``close()`` the result when done."""
-        subscriber = _Subscriber(self, tenant_id, self._capacity)
+    def subscribe(
+        self, tenant_id: TenantId, accept: Callable[[OutboxEvent], bool] = lambda _e: True
+    ) -> _Subscriber:
+        """Events of ``tenant_id`` that ``accept`` takes, from now on; ``close()`` the result
+        when done. Filtering here, as events are published, wakes no subscriber for events
+        it does not want."""
+        subscriber = _Subscriber(self, tenant_id, self._capacity, accept)
         self._subscribers.setdefault(tenant_id, set()).add(subscriber)
         return subscriber
 

@@ -117,6 +117,7 @@ class GraphQLView(GraphQL[Context, RootValue]):
         max_tokens: int = 4000,
         init_timeout_seconds: float = 10.0,
         max_subscriptions: int = 20,
+        max_connections_per_tenant: int = 1000,
     ) -> None:
         super().__init__(
             schema,
@@ -136,12 +137,23 @@ class GraphQLView(GraphQL[Context, RootValue]):
         self._graphiql = graphiql
         self._cache = cache
         self._shared = shared
+        self._connections: dict[str, int] = {}
+        """Open, authenticated WebSocket connections per tenant."""
+        self._max_connections = max_connections_per_tenant
         self._inflight: dict[Hashable, asyncio.Future[_Shared | None]] = {}
         self._max_tokens = max_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                # The connection is over: its tenant may open another.
+                counted = scope.get("stockgraph.tenant")
+                if counted is not None:
+                    self._connections[counted] -= 1
+                    if not self._connections[counted]:
+                        del self._connections[counted]
             return
         request = Request(scope, receive)
         if self._wants_ide(request):
@@ -282,12 +294,20 @@ class GraphQLView(GraphQL[Context, RootValue]):
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        """Authenticates ``connection_init``; refused ones are closed with 4403 Forbidden."""
+        """Authenticates ``connection_init`` and holds each tenant to its number of open
+        connections; refused ones are closed with 4403 Forbidden."""
         params = context.connection_params or {}
         credentials = {str(k): v for k, v in params.items() if isinstance(v, str)}
         principal = await self._authenticate(credentials)
         if principal is None:
             raise ConnectionRejectionError()
+        tenant = principal.tenant_id
+        if self._connections.get(tenant, 0) >= self._max_connections:
+            log.warning("refused a WebSocket: %s has %d open", tenant, self._max_connections)
+            raise ConnectionRejectionError()
+        self._connections[tenant] = self._connections.get(tenant, 0) + 1
+        if isinstance(context.request, WebSocket):
+            context.request.scope["stockgraph.tenant"] = tenant
         context.principal = principal
         unset: UnsetType = UNSET
         return unset

@@ -32,7 +32,7 @@ class EventFeed:
         accept: Callable[[OutboxEvent], bool] = lambda _e: True,
     ) -> AsyncIterator[OutboxEvent]:
         """Events of ``topic`` after ``after`` (from now on when None) that ``accept`` takes."""
-        live = self._bus.subscribe(tenant_id)
+        live = self._bus.subscribe(tenant_id, lambda e: e.topic == topic and accept(e))
         try:
             if after is None:
                 last = await self._log.last_id()
@@ -49,11 +49,10 @@ class EventFeed:
                     if len(page) < self._page:
                         break
             async for event in live:
-                if event.id <= last or event.topic != topic:
-                    continue
+                if event.id <= last:
+                    continue  # already replayed from the outbox
                 last = event.id
-                if accept(event):
-                    yield event
+                yield event
         finally:
             live.close()
 

@@ -207,4 +207,7 @@ class EventStream(Protocol):
 class EventBus(Protocol):
     """Committed events, live, to this process's subscribers."""
 
-    def subscribe(self, tenant_id: TenantId) -> EventStream: ...
+    def subscribe(
+        self, tenant_id: TenantId, accept: Callable[[OutboxEvent], bool] = ...
+    ) -> EventStream:
+        """Live events of the tenant that ``accept`` takes (all by default)."""

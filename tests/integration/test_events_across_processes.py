@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,19 +20,27 @@ from stockgraph.auth.scopes import Scope
 from stockgraph.connectors.signing import sign
 from stockgraph.domain.ids import TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
-from stockgraph.persistence.inbox_store import SqlInbox
-from stockgraph.persistence.unit_of_work import SqlUnitOfWork
 from stockgraph.schema.build import build_schema
 from stockgraph.schema.context import Context
-from stockgraph.services.ingestion import ConnectorInstance, IngestionService
+from stockgraph.services.ingestion import ConnectorInstance
 from tests.conftest import build_world, make_settings
 from tests.ingestion.conftest import SECRET, JsonConnector
 from tests.services import redis_url
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
 SCHEMA = build_schema()
 CHANGES = 'subscription { stockChanged(skus: ["SKU-00001"]) { cursor sku level { onHand } } }'
+
+
+@pytest.fixture
+async def single(demo_database: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    copy = tmp_path / "stockgraph.db"
+    shutil.copy(Path(demo_database.removeprefix("sqlite+aiosqlite:///")), copy)
+    # No polling: only a commit's own wake-up can bring its events to subscribers.
+    settings = make_settings(f"sqlite+aiosqlite:///{copy}", outbox_poll_seconds=600)
+    runtime = Runtime.build(settings)
+    app = create_app(settings, runtime=runtime)
+    async with app.router.lifespan_context(app):
+        yield runtime
 
 
 @pytest.fixture
@@ -65,12 +75,8 @@ async def _ingest(runtime: Runtime, on_hand: int) -> None:
         mapping=InstanceMapping(skus={"W1": "SKU-00001"}, default_location="WH-00"),
         webhook_secrets=(SECRET,),
     )
-    ingestion = IngestionService(
-        instances={"acme-wh-00": instance}.get,
-        inbox=SqlInbox(engine=runtime.engine),
-        unit_of_work=lambda: SqlUnitOfWork(engine=runtime.engine),
-        on_change=runtime.projection_changed,
-    )
+    runtime.instances["acme-wh-00"] = instance  # what connecting a configured WMS does
+    ingestion = runtime.ingestion
     body = orjson.dumps(
         {"id": f"e{on_hand}", "seq": 1000 + on_hand, "levels": [{"sku": "W1", "qty": on_hand}]}
     )
@@ -83,6 +89,28 @@ async def _ingest(runtime: Runtime, on_hand: int) -> None:
     await ingestion.apply_pending()
 
 
+async def _first_change_seen(receiver: Runtime, ingester: Runtime, on_hand: int) -> Any:
+    context = Context(
+        principal=Principal(TenantId("acme"), "dashboard", frozenset(Scope)),
+        services=receiver.services(),
+    )
+    stream: Any = await SCHEMA.subscribe(CHANGES, context_value=context)
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.2)  # subscribed
+    await _ingest(ingester, on_hand)
+    result = await asyncio.wait_for(first, 5)
+    await stream.aclose()
+    return result
+
+
+async def test_a_webhook_applied_in_a_process_wakes_its_own_subscribers(single: Runtime) -> None:
+    result = await _first_change_seen(single, single, 37)
+    assert result.errors is None, result.errors
+    assert result.data["stockChanged"]["level"]["onHand"] == 37
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
 async def test_a_subscriber_of_one_process_gets_what_another_process_ingested(
     processes: list[Runtime],
 ) -> None:

@@ -117,3 +117,11 @@ async def test_a_subscriber_too_far_behind_is_told_so_rather_than_skipping() -> 
     bus.publish([_event(i) for i in range(1, 6)])
     with pytest.raises(SubscriberTooSlow):
         await stream.__anext__()
+
+
+async def test_the_bus_hands_a_subscriber_only_what_it_accepts() -> None:
+    bus = MemoryBus(capacity=2)
+    stream = bus.subscribe(ACME, lambda e: e.sku == "SKU-2")
+    bus.publish([_event(i, sku="SKU-1") for i in range(1, 10)] + [_event(10, sku="SKU-2")])
+    assert (await stream.__anext__()).id == 10  # nine others neither queued nor overflowing
+    stream.close()
