@@ -4,6 +4,7 @@ percentiles, log tails and which commit was measured."""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -12,6 +13,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class BenchmarkError(Exception):
+    """A condition that makes the measurement meaningless: the run stops with this message."""
 
 
 def log(message: str) -> None:
@@ -87,3 +92,41 @@ def checkout() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
     return head + (" with local changes to stockgraph/" if dirty else "")
+
+
+def client_token(
+    *,
+    python: str,
+    env: dict[str, str],
+    workdir: Path,
+    base_url: str,
+    tenant: str,
+    scopes: str = "inventory:read",
+) -> str:
+    """A bearer token for a new OAuth client of ``tenant``, made with ``stockgraph clients
+    create`` (the database from ``env``) and exchanged at ``base_url``'s ``/oauth/token``."""
+    import httpx
+
+    command = [python, "-m", "stockgraph.cli", "clients", "create", "--json"]
+    command += ["--tenant", tenant, "--scopes", scopes]
+    made = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workdir,
+        timeout=120,
+        check=False,
+    )
+    if made.returncode != 0:
+        raise BenchmarkError(f"stockgraph clients create failed:\n{made.stderr[-2000:]}")
+    client = json.loads(made.stdout.strip().splitlines()[-1])
+    response = httpx.post(
+        f"{base_url}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+        timeout=30,
+    )
+    if response.status_code != 200:
+        raise BenchmarkError(f"/oauth/token: HTTP {response.status_code}: {response.text[:300]}")
+    return str(response.json()["access_token"])

@@ -63,7 +63,9 @@ for _folder in (HERE, REPO_ROOT):
         sys.path.insert(0, str(_folder))
 
 from _shared import (  # noqa: E402
+    BenchmarkError,
     checkout,
+    client_token,
     free_port,
     log,
     percentile,
@@ -95,10 +97,6 @@ PLAIN_LEVELS_DOCUMENT = (
 SAMPLE_EVERY_S = 0.1
 LATE_MS = 10.0
 LIVE_READ_FAILED = re.compile(r"live read from (\S+) failed: (.*)")
-
-
-class BenchmarkError(Exception):
-    """A condition that makes the measurement meaningless: the run stops with this message."""
 
 
 def busiest_window(samples: Sequence[tuple[float, int]], window_s: float = 1.0) -> int:
@@ -494,38 +492,13 @@ class Stack:
         )
 
     def _token(self) -> str:
-        made = subprocess.run(
-            [
-                self.scenario.python,
-                "-m",
-                "stockgraph.cli",
-                "clients",
-                "create",
-                "--tenant",
-                TENANT,
-                "--scopes",
-                "inventory:read",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
+        return client_token(
+            python=self.scenario.python,
             env=self.env,
-            cwd=self.workdir,
-            timeout=120,
-            check=False,
+            workdir=self.workdir,
+            base_url=self.bases[0],
+            tenant=TENANT,
         )
-        if made.returncode != 0:
-            raise BenchmarkError(f"stockgraph clients create failed:\n{made.stderr[-2000:]}")
-        client = json.loads(made.stdout.strip().splitlines()[-1])
-        response = httpx.post(
-            f"{self.bases[0]}/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(client["client_id"], client["client_secret"]),
-            timeout=30,
-        )
-        if response.status_code != 200:
-            raise BenchmarkError(f"/oauth/token: HTTP {response.status_code}: {response.text}")
-        return str(response.json()["access_token"])
 
     def wait_synced(self, timeout_s: float = 60.0) -> float:
         """Seconds until both processes answer a level of every SKU from the projection."""

@@ -53,6 +53,7 @@ from typing import Any
 import httpx
 import orjson
 from _shared import (
+    BenchmarkError,
     checkout,
     cpu_ticks,
     free_port,
@@ -92,10 +93,6 @@ LEVELS_DOCUMENT = (
 PLAIN_LEVELS_DOCUMENT = (
     "query($skus:[String!]!){ inventoryLevels(skus:$skus){ sku warehouse{ code } onHand } }"
 )
-
-
-class BenchmarkError(Exception):
-    """A condition that makes the measurement meaningless: the run stops with this message."""
 
 
 def cpu_ms(before: int | None, after: int | None) -> float | None:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _shared import cpu_ticks, free_port, log, pinned, terminate_as_interrupt
+from _shared import BenchmarkError, cpu_ticks, free_port, log, pinned, terminate_as_interrupt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PEER = REPO_ROOT.parent / "shared" / "bench" / "peer_strawberry.py"
@@ -52,10 +52,6 @@ SKU_COUNT = 20
 FIRST_SKUS = tuple(f"SKU-{i:05d}" for i in range(SKU_COUNT))
 WAREHOUSES = 24
 CATALOGUE_SKUS = 500
-
-
-class BenchmarkError(Exception):
-    """A condition that makes the comparison meaningless: the run stops with this message."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,15 +40,21 @@ from pathlib import Path
 from typing import Any
 
 import fanout
-import httpx
 import orjson
-from _shared import checkout, cpu_ticks, log, percentile, terminate_as_interrupt
+from _shared import (
+    BenchmarkError,
+    checkout,
+    client_token,
+    cpu_ticks,
+    log,
+    percentile,
+    terminate_as_interrupt,
+)
 from fanout import (
     DIALECTS,
     FANOUT_INSTANCES,
     INGEST_INSTANCES,
     TENANT,
-    BenchmarkError,
     Connection,
     Stack,
     Target,
@@ -132,31 +137,14 @@ class Tally:
 
 
 def bearer_token(stack: Stack) -> str:
-    """A token for a new OAuth client of the tenant with ``inventory:read``."""
-    made = subprocess.run(
-        [
-            *(stack.python, "-m", "stockgraph.cli", "clients", "create"),
-            *("--tenant", TENANT, "--scopes", "inventory:read", "--json"),
-        ],
-        capture_output=True,
-        text=True,
+    """A bearer token for a new read-only client of the benchmark's tenant."""
+    return client_token(
+        python=stack.python,
         env=stack.env,
-        cwd=stack.workdir,
-        timeout=120,
-        check=False,
+        workdir=stack.workdir,
+        base_url=stack.base,
+        tenant=TENANT,
     )
-    if made.returncode != 0:
-        raise BenchmarkError(f"stockgraph clients create failed:\n{made.stderr[-2000:]}")
-    client = json.loads(made.stdout.strip().splitlines()[-1])
-    response = httpx.post(
-        f"{stack.base}/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=(client["client_id"], client["client_secret"]),
-        timeout=30,
-    )
-    if response.status_code != 200:
-        raise BenchmarkError(f"/oauth/token: HTTP {response.status_code}: {response.text[:300]}")
-    return str(response.json()["access_token"])
 
 
 def sku_pool(stack: Stack, size: int) -> tuple[list[str], dict[str, dict[str, str]]]:
