@@ -18,6 +18,7 @@ standard executor gives (a test runs both and compares).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from keyword import iskeyword
 from typing import Any, NamedTuple
@@ -123,6 +124,13 @@ def _typename(name: str) -> Completer:
     return lambda _source: name
 
 
+_SHARED_PLAN_LIMIT = 2048
+_SHARED_PLANS: OrderedDict[
+    tuple[GraphQLObjectType, tuple[int, ...], str], tuple[tuple[Any, ...], Plan | None]
+] = OrderedDict()
+"""Plans by the field nodes and variables they were compiled for, across executions."""
+
+
 class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor with a compiled path for objects of plain fields."""
 
@@ -157,9 +165,42 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         cached = self._plans.get(key)
         if cached is None:
             # The list is kept with its plan so that its id is not reused meanwhile.
-            cached = (details, self._compile(return_type, details))
+            cached = (details, self._shared_plan(return_type, details))
             self._plans[key] = cached
         return cached[1]
+
+    def _shared_plan(
+        self, return_type: GraphQLObjectType, details: FieldDetailsList
+    ) -> Plan | None:
+        """A plan compiled by an earlier execution of the same document and variables.
+
+        A subscription executes its selection once per event and subscriber, each time in a
+        new executor; documents come from the parser cache, so the same field nodes come back
+        and their plan need not be compiled again. Variables are part of the key: ``@skip``
+        and ``@include`` on fragments can make them select other fields.
+        """
+        middleware = self.middleware_manager
+        if middleware is not None and middleware.middlewares:
+            return None
+        nodes = tuple(d.node for d in details)
+        key = (return_type, tuple(map(id, nodes)), self._variables_key())
+        found = _SHARED_PLANS.get(key)
+        if found is not None and all(a is b for a, b in zip(found[0], nodes, strict=True)):
+            _SHARED_PLANS.move_to_end(key)
+            return found[1]
+        plan = self._compile(return_type, details)
+        _SHARED_PLANS[key] = (nodes, plan)  # the nodes are held, so their ids stay theirs
+        while len(_SHARED_PLANS) > _SHARED_PLAN_LIMIT:
+            _SHARED_PLANS.popitem(last=False)
+        return plan
+
+    def _variables_key(self) -> str:
+        key = getattr(self, "_variables_repr", None)
+        if key is None:
+            values: Any = getattr(self.variable_values, "coerced", self.variable_values)
+            key = repr(sorted((values or {}).items()))
+            self._variables_repr = key
+        return key
 
     def _compile(self, return_type: GraphQLObjectType, details: FieldDetailsList) -> Plan | None:
         middleware = self.middleware_manager

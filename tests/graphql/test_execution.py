@@ -15,6 +15,7 @@ from stockgraph.schema.build import build_schema
 from stockgraph.schema.context import Context
 from stockgraph.schema.errors import format_errors
 from stockgraph.schema.relay import to_global_id
+from tests.graphql.helpers import run
 
 FAST = build_schema()
 STANDARD = build_schema()
@@ -99,3 +100,20 @@ async def test_plain_lists_take_the_compiled_path(
     monkeypatch.setattr(PlainFieldExecutor, "_compile", spy)
     await _execute(runtime, FAST, DOCUMENTS[0], {"s": ["SKU-00001"]})
     assert set(compiled) == {"InventoryLevel", "Warehouse", "GeoPoint"}
+
+
+async def test_a_plan_kept_from_an_earlier_execution_follows_the_variables(
+    runtime: Runtime,
+) -> None:
+    # The same document (the same nodes, from the parser cache) run with other variables:
+    # a fragment that @include drops must not come back from a plan made when it was there.
+    document = (
+        'query($full: Boolean!) { inventoryLevels(skus: ["SKU-00001"]) '
+        "{ sku ... on InventoryLevel @include(if: $full) { onHand available } } }"
+    )
+    full = await run(runtime, document, {"full": True})
+    bare = await run(runtime, document, {"full": False})
+    again = await run(runtime, document, {"full": True})
+    assert set(full.data["inventoryLevels"][0]) == {"sku", "onHand", "available"}
+    assert set(bare.data["inventoryLevels"][0]) == {"sku"}
+    assert again.data == full.data
