@@ -886,17 +886,7 @@ def run_ingest(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         stack.start()
         synced_s = stack.wait_synced()
         log(f"[ingestion] {len(stack.members)} rest instances synced {synced_s:.1f} s after ready")
-        states = stack.served()
-        targets = [
-            Target(
-                connector_id=m.connector_id,
-                url=f"{stack.base}/webhooks/wms/{m.connector_id}",
-                secret=m.connection["webhook_secrets"][0],
-                codes=sorted(m.connection["mapping"]["skus"]),
-                sequence=states[m.connector_id]["sequence"],
-            )
-            for m in stack.members
-        ]
+        targets = webhook_targets(stack)
         _check_body(targets[0])
         idle_before = idle_cpu(stack.pid)
         if args.load_cpus:
@@ -966,6 +956,22 @@ def idle_cpu(pid: int | None, seconds: float = 5.0) -> float | None:
     time.sleep(seconds)
     used = cpu_ms(before, cpu_ticks(pid))
     return used / seconds if used is not None else None
+
+
+def webhook_targets(stack: Stack) -> list[Target]:
+    """Where and how to send each of the stack's instances signed webhooks, continuing
+    from the sequence each WMS has reached."""
+    states = stack.served()
+    return [
+        Target(
+            connector_id=m.connector_id,
+            url=f"{stack.base}/webhooks/wms/{m.connector_id}",
+            secret=m.connection["webhook_secrets"][0],
+            codes=sorted(m.connection["mapping"]["skus"]),
+            sequence=states[m.connector_id]["sequence"],
+        )
+        for m in stack.members
+    ]
 
 
 def _check_body(target: Target) -> None:

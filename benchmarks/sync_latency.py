@@ -63,6 +63,7 @@ from fanout import (
     idle_cpu,
     watch_foreign,
     webhook_body,
+    webhook_targets,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
@@ -412,17 +413,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         log(f"[sync] {len(stack.members)} rest instances synced {synced_s:.1f} s after ready")
         token = bearer_token(stack)
         pool, codes = sku_pool(stack, args.skus)
-        states = stack.served()
-        targets = [
-            Target(
-                connector_id=m.connector_id,
-                url=f"{stack.base}/webhooks/wms/{m.connector_id}",
-                secret=m.connection["webhook_secrets"][0],
-                codes=sorted(m.connection["mapping"]["skus"]),
-                sequence=states[m.connector_id]["sequence"],
-            )
-            for m in stack.members
-        ]
+        targets = webhook_targets(stack)
         groups = subscriptions(args.subscribers, pool, args.skus_per_subscriber)
         warm = int(args.rate * 2)
         webhooks = schedule(targets, pool, codes, warm + int(args.rate * args.duration))
