@@ -131,3 +131,36 @@ async def test_a_subscriber_of_one_process_gets_what_another_process_ingested(
     assert second.data["stockChanged"]["level"]["onHand"] == 42
     assert second.data["stockChanged"]["cursor"] != result.data["stockChanged"]["cursor"]
     await stream.aclose()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_a_subscriber_that_leaves_one_process_resumes_on_another_with_nothing_missed(
+    processes: list[Runtime],
+) -> None:
+    a, b = processes
+    seen = await _first_change_seen(a, b, 51)  # subscribed on A, ingested by B
+    cursor = seen.data["stockChanged"]["cursor"]
+    # A's subscriber is gone (its stream closed); meanwhile B ingests two more changes.
+    await _ingest(b, 52)
+    await _ingest(b, 53)
+    context = Context(
+        principal=Principal(TenantId("acme"), "dashboard", frozenset(Scope)),
+        services=b.services(),
+    )
+    resumed: Any = await SCHEMA.subscribe(
+        'subscription($after: String) { stockChanged(skus: ["SKU-00001"], after: $after) '
+        "{ cursor level { onHand } } }",
+        variable_values={"after": cursor},
+        context_value=context,
+    )
+    got = [await asyncio.wait_for(resumed.__anext__(), 5) for _ in range(2)]
+    assert [r.data["stockChanged"]["level"]["onHand"] for r in got] == [52, 53]
+    pending = asyncio.ensure_future(resumed.__anext__())
+    await _ingest(a, 54)  # then live, from the other process again
+    live = await asyncio.wait_for(pending, 5)
+    assert live.data["stockChanged"]["level"]["onHand"] == 54
+    cursors = {cursor, live.data["stockChanged"]["cursor"]}
+    cursors |= {r.data["stockChanged"]["cursor"] for r in got}
+    assert len(cursors) == 4
+    await resumed.aclose()
