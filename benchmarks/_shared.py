@@ -9,7 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -130,3 +131,17 @@ def client_token(
     if response.status_code != 200:
         raise BenchmarkError(f"/oauth/token: HTTP {response.status_code}: {response.text[:300]}")
     return str(response.json()["access_token"])
+
+
+def run_in_workdir(name: str, run: Callable[[Path], int]) -> int:
+    """``run`` in a temporary folder, SIGTERM taken as Ctrl-C; the exit status: 2 when
+    :class:`BenchmarkError` says the run cannot be measured, 130 when interrupted."""
+    with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix=f"sg-{name}-") as tmp:
+        try:
+            return run(Path(tmp))
+        except BenchmarkError as exc:
+            log(f"{name}: {exc}")
+            return 2
+        except KeyboardInterrupt:
+            log(f"{name}: interrupted")
+            return 130

@@ -43,7 +43,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 import uuid
@@ -69,8 +68,8 @@ from _shared import (  # noqa: E402
     free_port,
     log,
     percentile,
+    run_in_workdir,
     tail,
-    terminate_as_interrupt,
 )
 
 from stockgraph.connectors import fleet  # noqa: E402
@@ -920,15 +919,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = tomllib.loads(fleet_file.read_text(encoding="utf-8"))
         asyncio.run(serve_wms(spec, topology_out))
         return 0
-    with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="sg-budget-") as tmp:
-        try:
-            return run(args, Path(tmp))
-        except BenchmarkError as exc:
-            log(f"budget: {exc}")
-            return 2
-        except KeyboardInterrupt:
-            log("budget: interrupted")
-            return 130
+    return run_in_workdir("budget", lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":

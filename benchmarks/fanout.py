@@ -40,7 +40,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import tomllib
@@ -60,8 +59,8 @@ from _shared import (
     log,
     percentile,
     pinned,
+    run_in_workdir,
     tail,
-    terminate_as_interrupt,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -1351,15 +1350,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="sg-fanout-") as tmp:
-        try:
-            return run(args, Path(tmp))
-        except BenchmarkError as exc:
-            log(f"fanout: {exc}")
-            return 2
-        except KeyboardInterrupt:
-            log("fanout: interrupted")
-            return 130
+    return run_in_workdir("fanout", lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _shared import BenchmarkError, cpu_ticks, free_port, log, pinned, terminate_as_interrupt
+from _shared import BenchmarkError, cpu_ticks, free_port, log, pinned, run_in_workdir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PEER = REPO_ROOT.parent / "shared" / "bench" / "peer_strawberry.py"
@@ -1101,15 +1100,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
-        try:
-            return run(args, Path(tmp))
-        except BenchmarkError as exc:
-            log(f"storefront_query: {exc}")
-            return 2
-        except KeyboardInterrupt:
-            log("storefront_query: interrupted")
-            return 130
+    return run_in_workdir("storefront_query", lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":

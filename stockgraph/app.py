@@ -77,7 +77,7 @@ from stockgraph.services.ingestion import (
 from stockgraph.services.inventory import InventoryService
 from stockgraph.services.live import LiveReads
 from stockgraph.services.operations import OperationsService
-from stockgraph.services.ports import CatalogReader, CostBuckets, StockReader
+from stockgraph.services.ports import CatalogReader, CostBuckets, ProjectionChanged, StockReader
 from stockgraph.services.sync import SyncService
 
 log = logging.getLogger("stockgraph")
@@ -176,6 +176,8 @@ class Runtime:
     relay: Relay
     """Publishes what the outbox committed to this process's subscribers."""
     feed: EventFeed
+    committed: ProjectionChanged
+    """What follows every commit that changed a projection (see :func:`after_commit`)."""
     instances: dict[str, ConnectorInstance] = field(default_factory=dict)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     connector_metrics: ConnectorMetrics | None = None
@@ -251,11 +253,7 @@ class Runtime:
                 else None
             ),
         )
-
-        def committed(tenant_id: TenantId, skus: Collection[Sku] | None) -> None:
-            """After every commit that changed a projection: caches, then the relay."""
-            invalidations.changed(tenant_id, skus)
-            relay.wake()
+        committed = after_commit(invalidations, relay)
 
         policy = BucketPolicy(
             capacity=settings.cost_bucket_size, restore_rate=settings.cost_restore_rate
@@ -314,6 +312,7 @@ class Runtime:
             buckets=buckets,
             bus=bus,
             relay=relay,
+            committed=committed,
             feed=EventFeed(log=event_log, bus=bus),
             budget_failover=Failover(
                 name="WMS budgets", retry_seconds=settings.redis_retry_seconds
@@ -393,8 +392,7 @@ class Runtime:
     def projection_changed(self, tenant_id: TenantId, skus: Collection[Sku] | None = None) -> None:
         """Called after every committed change to a tenant's projection (the SKUs written)
         or catalogue (None: anything may have changed)."""
-        self.invalidations.changed(tenant_id, skus)
-        self.relay.wake()
+        self.committed(tenant_id, skus)
 
     async def connect_instances(
         self,
@@ -526,6 +524,17 @@ class Runtime:
                 checks["cache"] = f"ok (degraded: redis unreachable, {type(exc).__name__})"
         checks["bus"] = "ok (in-process)"
         return checks
+
+
+def after_commit(invalidations: Invalidations, relay: Relay) -> ProjectionChanged:
+    """Everything a committed change to a projection must tell, in one place: the caches
+    (here and, through Redis, elsewhere), then the outbox relay."""
+
+    def committed(tenant_id: TenantId, skus: Collection[Sku] | None) -> None:
+        invalidations.changed(tenant_id, skus)
+        relay.wake()
+
+    return committed
 
 
 def _gauges(

@@ -22,7 +22,7 @@ Example::
     >>> from graphql import build_schema, parse
     >>> schema = build_schema("type Row { name: String } type Query { rows(first: Int): [Row] }")
     >>> analyse(schema, parse("{ rows(first: 3) { name } }"), None, {}, Sizes(warehouses=1))
-    Analysis(requested=3, mutations=0, live_calls=0)
+    Analysis(requested=3, mutations=0)
     >>> analysis = analyse(schema, parse("{ rows { name } }"), None, {}, Sizes(warehouses=1))
     >>> data = {"rows": [{"name": "a"}, {"name": "b"}]}
     >>> actual_cost(data, analysis.shape, upstream_calls=0, mutations=0)
@@ -91,8 +91,6 @@ class Analysis:
     requested: int
     mutations: int
     """Mutation fields it runs; each costs :data:`MUTATION_COST` again in the actual cost."""
-    live_calls: int
-    """Upstream WMS calls it may make."""
     shape: Shape = field(default_factory=dict, repr=False, compare=False)
     """Where the answer's objects are (response keys of object fields, nested), so that
     :func:`actual_cost` visits only those and not every scalar."""
@@ -156,22 +154,22 @@ def analyse(
     """
     operation = operation_of(document, operation_name)
     if operation is None:
-        return Analysis(0, 0, 0)
+        return Analysis(0, 0)
     root = schema.get_root_type(operation.operation)
     if root is None:
-        return Analysis(0, 0, 0)
+        return Analysis(0, 0)
     coerced = get_variable_values(
         schema, operation.variable_definitions or (), dict(variables or {}), max_errors=1
     )
     if not isinstance(coerced, VariableValues):
-        return Analysis(0, 0, 0)  # execution refuses the variables before anything runs
+        return Analysis(0, 0)  # execution refuses the variables before anything runs
     walker = _Walker(schema, document, coerced, sizes)
     shape: Shape = {}
     requested = walker.selection_cost(root, [operation.selection_set], None, shape)
     mutations = 0
     if operation.operation is OperationType.MUTATION:
         mutations = len(walker.collect(root, [operation.selection_set]))
-    return Analysis(requested + mutations * MUTATION_COST, mutations, walker.live_calls, shape)
+    return Analysis(requested + mutations * MUTATION_COST, mutations, shape)
 
 
 def actual_cost(data: object, shape: Shape, *, upstream_calls: int, mutations: int) -> int:
@@ -215,7 +213,6 @@ class _Walker:
         self._fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
-        self.live_calls = 0
 
     def collect(
         self, parent: Any, selection_sets: Sequence[SelectionSetNode]
@@ -284,9 +281,7 @@ class _Walker:
         key: str,
     ) -> int:
         arguments = self._arguments(definition, node)
-        calls = _live_calls(type_name, name, arguments, self._sizes)
-        self.live_calls += calls
-        upstream = calls * UPSTREAM_CALL_COST
+        upstream = _live_calls(type_name, name, arguments, self._sizes) * UPSTREAM_CALL_COST
         named = get_named_type(definition.type)
         if not is_composite_type(named):
             return upstream
