@@ -78,6 +78,7 @@ class Subscription:
                     view = views[event.warehouse_id] = Warehouse.of(mine[event.warehouse_id])
                 change = StockChange.of(event, view)
                 last = change.cursor
+                context.event_id = event.id
                 yield change
         except SubscriberTooSlow:
             raise _lagging(last) from None
@@ -102,6 +103,7 @@ class Subscription:
             async for event in feed.follow(tenant, Topic.SYNC_ALERT, after=_event_id(after)):
                 alert = SyncAlert.of(event)
                 last = alert.cursor
+                context.event_id = event.id
                 yield alert
         except SubscriberTooSlow:
             raise _lagging(last) from None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
@@ -16,11 +18,15 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from stockgraph.resolvers.query import Query
 from stockgraph.resolvers.subscription import Subscription
+from stockgraph.schema.context import Context
 from stockgraph.schema.execution import PlainFieldExecutor
+from stockgraph.schema.sharing import SharedSubscriptions
 from stockgraph.schema.throttle import CostLimiter
 
 
@@ -32,6 +38,8 @@ class SchemaLimits:
     max_aliases: int = 30
     max_tokens: int = 4000
     document_cache_size: int = 512
+    subscriber_queue: int = 1000
+    """Results a subscriber may fall behind before it is told to resume (THROTTLED)."""
 
 
 def _serialize_datetime(value: datetime) -> str:
@@ -61,7 +69,41 @@ DateTime = strawberry.scalar(
 
 
 class StockgraphSchema(strawberry.federation.Schema):
-    """Strawberry's federation schema; errors are logged once, where they are shaped."""
+    """Strawberry's federation schema; errors are logged once, where they are shaped, and
+    identical subscriptions share one execution (:mod:`stockgraph.schema.sharing`)."""
+
+    shared: SharedSubscriptions | None = None
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> StreamResult:
+        """Every transport's entry (WebSocket, SSE): a subscription that can be shared
+        joins the group already running it instead of running again."""
+        run = super().stream
+        options: dict[str, Any] = {
+            "variable_values": variable_values,
+            "root_value": root_value,
+            "operation_name": operation_name,
+            "operation_extensions": operation_extensions,
+            "allowed_operation_types": allowed_operation_types,
+        }
+        shared = self.shared
+        found = shared and shared.key(query, variable_values, operation_name, context_value)
+        if not found or not isinstance(context_value, Context):
+            return await run(query, context_value=context_value, **options)
+        key, field = found
+
+        async def start(context: Context) -> AsyncIterator[Any]:
+            return await run(query, context_value=context, **options)
+
+        return await shared.join(key, field, context_value, start)  # type: ignore[union-attr]
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -80,7 +122,7 @@ def build_schema(limits: SchemaLimits | None = None) -> StockgraphSchema:
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
     ]
-    return StockgraphSchema(
+    schema = StockgraphSchema(
         query=Query,
         subscription=Subscription,
         # Only @key is used; 2.3 composes with every Federation 2 gateway still in service.
@@ -96,3 +138,5 @@ def build_schema(limits: SchemaLimits | None = None) -> StockgraphSchema:
             CostLimiter,
         ],
     )
+    schema.shared = SharedSubscriptions(capacity=limits.subscriber_queue)
+    return schema

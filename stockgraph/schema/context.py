@@ -127,6 +127,8 @@ class Context:
     """A WebSocket's ``connection_init`` payload, where its credentials are."""
     covered: set[str] = field(default_factory=set)
     """The SKUs whose stock the answer shows: a cached answer is dropped when they change."""
+    event_id: int | None = None
+    """A subscription's: the outbox id of the change it is answering now."""
     _warehouses: asyncio.Future[TenantWarehouses] | None = None
     _item_loader: DataLoader[str, Item | None] | None = None
     _live_loader: DataLoader[tuple[WarehouseId, Sku], StockLevel | None] | None = None
