@@ -39,6 +39,7 @@ from stockgraph.schema.context import NOBODY, Context, CostRecord, Limits, Servi
 from stockgraph.schema.errors import ErrorCode, error_body, format_errors
 from stockgraph.schema.stream import event_stream, wants_event_stream
 from stockgraph.schema.throttle import throttled
+from stockgraph.schema.transport import TransportHandler
 
 log = logging.getLogger("stockgraph.http")
 
@@ -103,6 +104,8 @@ _Shared = tuple[CachedAnswer, frozenset[str]]
 
 class GraphQLView(GraphQL[Context, RootValue]):
     """Strawberry's ASGI view with Stockgraph's authentication and response shape."""
+
+    graphql_transport_ws_handler_class = TransportHandler
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -87,6 +88,48 @@ def test_a_subscriber_resumes_after_its_cursor_with_no_gap_and_no_duplicate(demo
     resumed = asyncio.run(_changes(demo, 3, after=first[0]["cursor"]))
     assert [c["cursor"] for c in resumed] == [c["cursor"] for c in first[1:]]
     assert resumed == first[1:]
+
+
+async def _shared_changes(demo: Demo, count: int) -> dict[tuple[int, str], list[Any]]:
+    """Three subscriptions of one document: two on one connection, one on another."""
+    sockets = [await _connected(demo, {"Authorization": f"Bearer {demo.token()}"}) for _ in "ab"]
+    got: dict[tuple[int, str], list[Any]] = {(0, "a"): [], (0, "b"): [], (1, "a"): []}
+    try:
+        for ws in sockets:
+            assert (await _receive(ws))["type"] == "connection_ack"
+        for number, operation in got:
+            payload = {"query": STOCK_CHANGED, "variables": {}}
+            message = {"id": operation, "type": "subscribe", "payload": payload}
+            await _send(sockets[number], message)
+        while min(len(changes) for changes in got.values()) < count:
+            for number, ws in enumerate(sockets):
+                with contextlib.suppress(TimeoutError):
+                    message = await _receive(ws, 0.2)
+                    assert message["type"] == "next", message
+                    got[(number, message["id"])].append(message["payload"])
+        return got
+    finally:
+        for ws in sockets:
+            await ws.close()
+
+
+def test_subscribers_of_one_document_each_get_every_change_under_their_own_id(
+    demo: Demo,
+) -> None:
+    got = asyncio.run(_shared_changes(demo, 4))
+    cursors = [[p["data"]["stockChanged"]["cursor"] for p in ps] for ps in got.values()]
+    common = set.intersection(*(set(c) for c in cursors))
+    assert len(common) >= 2, cursors
+    for payloads in got.values():
+        assert "errors" not in payloads[0]
+    # From the first change all three saw, they saw the same payloads.
+    tails = [
+        [p for p in payloads if p["data"]["stockChanged"]["cursor"] in common]
+        for payloads in got.values()
+    ]
+    assert tails[0] == tails[1] == tails[2]
+    for seen in cursors:
+        assert len(seen) == len(set(seen))
 
 
 def test_a_connection_without_valid_credentials_is_closed_with_4403(demo: Demo) -> None:
