@@ -36,6 +36,7 @@ from stockgraph.cache.invalidation import Invalidated, Invalidations, clear_all,
 from stockgraph.cache.reads import CachedCatalogReader, CachedStockReader
 from stockgraph.cache.response import ResponseCache
 from stockgraph.cache.shared import SharedAnswers
+from stockgraph.collector import CollectorPauses
 from stockgraph.config import ConfigError, MappingConfig, Settings, Topology
 from stockgraph.connectors.budget import ShareBudget
 from stockgraph.connectors.metrics import ConnectorMetrics
@@ -324,6 +325,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.connector_metrics = ConnectorMetrics(registry=self.metrics)
+        self.pauses = CollectorPauses(registry=self.metrics)
         cache = self.response_cache
         if cache is not None:
             _gauges(
@@ -465,6 +467,7 @@ class Runtime:
         self.tasks.append(asyncio.create_task(self.ingestion.run(), name="inbox"))
         self.tasks.append(asyncio.create_task(self.sync_loop(), name="sync"))
         self.tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
+        self.pauses.install()
         if self.redis is not None:
             self.tasks.append(asyncio.create_task(self.invalidations.run(), name="invalidations"))
 
@@ -472,6 +475,7 @@ class Runtime:
         """Nothing to open yet: connections open on first use, inside the lifespan."""
 
     async def close(self) -> None:
+        self.pauses.remove()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
