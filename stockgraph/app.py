@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -53,6 +54,7 @@ from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import GeoPoint, WarehouseSpec
 from stockgraph.events.bus import MemoryBus
 from stockgraph.events.relay import Relay
+from stockgraph.events.retention import OutboxRetention
 from stockgraph.persistence.access_store import SqlAccessStore
 from stockgraph.persistence.catalog_store import SqlCatalogStore, SqlCatalogWriter
 from stockgraph.persistence.database import create_engine, session_factory
@@ -177,6 +179,7 @@ class Runtime:
     relay: Relay
     """Publishes what the outbox committed to this process's subscribers."""
     feed: EventFeed
+    retention: OutboxRetention
     committed: ProjectionChanged
     """What follows every commit that changed a projection (see :func:`after_commit`)."""
     instances: dict[str, ConnectorInstance] = field(default_factory=dict)
@@ -315,6 +318,11 @@ class Runtime:
             relay=relay,
             committed=committed,
             feed=EventFeed(log=event_log, bus=bus),
+            retention=OutboxRetention(
+                outbox=event_log,
+                keep=timedelta(hours=settings.outbox_retention_hours),
+                every_seconds=settings.outbox_prune_seconds,
+            ),
             budget_failover=Failover(
                 name="WMS budgets", retry_seconds=settings.redis_retry_seconds
             ),
@@ -467,6 +475,7 @@ class Runtime:
         self.tasks.append(asyncio.create_task(self.ingestion.run(), name="inbox"))
         self.tasks.append(asyncio.create_task(self.sync_loop(), name="sync"))
         self.tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
+        self.tasks.append(asyncio.create_task(self.retention.run(), name="outbox retention"))
         self.pauses.install()
         if self.redis is not None:
             self.tasks.append(asyncio.create_task(self.invalidations.run(), name="invalidations"))

@@ -45,3 +45,18 @@ class OutboxEvent:
 
 class SubscriberTooSlow(Exception):
     """A subscriber fell too far behind the events; it must resume from its last cursor."""
+
+
+class CursorExpired(Exception):
+    """A subscriber's cursor is older than the events kept: resuming from it would skip.
+
+    ``pruned_through`` is the highest event id retention deleted; the subscriber must
+    reload what it shows and subscribe without a cursor (or after a newer one).
+    """
+
+    def __init__(self, after: int, pruned_through: int) -> None:
+        super().__init__(
+            f"events after {after} are no longer kept (retention deleted up to {pruned_through})"
+        )
+        self.after = after
+        self.pruned_through = pruned_through

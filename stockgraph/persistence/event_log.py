@@ -12,16 +12,17 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Row, Table, func, select
+from sqlalchemy import Row, Table, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stockgraph.domain.events import OutboxEvent, Topic
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import StockMovement
 from stockgraph.domain.quantities import QUANTITY_NAMES
-from stockgraph.persistence.models import OutboxEventRow
+from stockgraph.persistence.models import OutboxEventRow, OutboxPrunedRow
 
 _outbox = cast(Table, OutboxEventRow.__table__)
+_pruned = cast(Table, OutboxPrunedRow.__table__)
 
 
 def _camel(name: str) -> str:
@@ -174,6 +175,41 @@ class SqlEventLog:
         async with self._engine.connect() as conn:
             newest = await conn.scalar(select(func.coalesce(func.max(_outbox.c.id), 0)))
         return int(newest or 0)
+
+    async def pruned_through(self) -> int:
+        async with self._engine.connect() as conn:
+            through = await conn.scalar(select(_pruned.c.through_id).where(_pruned.c.id == 1))
+        return int(through or 0)
+
+    async def prune(
+        self, *, before: datetime, keep_after: int | None = None, batch: int = 10_000
+    ) -> int:
+        """Delete events committed before ``before`` (never one above ``keep_after``: a
+        reader that has not caught up keeps what it still needs); how many were deleted.
+
+        Deletes the oldest first, ``batch`` ids per transaction, and records the highest id
+        deleted, so replays from an older cursor are refused rather than silently short.
+        """
+        async with self._engine.connect() as conn:
+            query = select(func.max(_outbox.c.id)).where(_outbox.c.created_at < before)
+            through = await conn.scalar(query)
+        if through is None:
+            return 0
+        through = int(through) if keep_after is None else min(int(through), keep_after)
+        deleted = 0
+        while True:
+            async with self._engine.begin() as conn:
+                oldest = await conn.scalar(select(func.min(_outbox.c.id)))
+                if oldest is None or oldest > through:
+                    return deleted
+                upto = min(through, int(oldest) + batch - 1)
+                gone = await conn.execute(delete(_outbox).where(_outbox.c.id <= upto))
+                deleted += gone.rowcount or 0
+                await conn.execute(
+                    update(_pruned)
+                    .where(_pruned.c.id == 1, _pruned.c.through_id < upto)
+                    .values(through_id=upto, pruned_at=datetime.now(UTC))
+                )
 
 
 __all__ = ["SqlEventLog", "stock_changed_payload", "stock_changed_rows"]

@@ -329,6 +329,7 @@ class OutboxEventRow(Base):
     __table_args__ = (
         Index("ix_outbox_events_tenant", "tenant_id", "id"),
         Index("ix_outbox_events_topic", "topic", "id"),
+        Index("ix_outbox_events_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -338,3 +339,14 @@ class OutboxEventRow(Base):
     sku: Mapped[str | None] = mapped_column(String(128))
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+class OutboxPrunedRow(Base):
+    """One row: the highest outbox id retention has deleted (0 before any)."""
+
+    __tablename__ = "outbox_pruned"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    through_id: Mapped[int] = mapped_column(BigIntId)
+    pruned_at: Mapped[datetime | None]

@@ -7,12 +7,12 @@ from collections.abc import AsyncGenerator
 import strawberry
 
 from stockgraph.auth.scopes import Scope
-from stockgraph.domain.events import OutboxEvent, SubscriberTooSlow, Topic
+from stockgraph.domain.events import CursorExpired, OutboxEvent, SubscriberTooSlow, Topic
 from stockgraph.domain.ids import WarehouseId
 from stockgraph.resolvers.query import check_skus, warehouse_filter
 from stockgraph.schema.context import Info
 from stockgraph.schema.errors import BadUserInput, SubscriptionLagging
-from stockgraph.schema.events import StockChange, SyncAlert
+from stockgraph.schema.events import StockChange, SyncAlert, event_cursor
 from stockgraph.schema.relay import from_cursor
 from stockgraph.schema.types import Warehouse
 
@@ -82,6 +82,8 @@ class Subscription:
                 yield change
         except SubscriberTooSlow:
             raise _lagging(last) from None
+        except CursorExpired as exc:
+            raise _expired(exc) from None
 
     @strawberry.subscription(
         description=(
@@ -107,6 +109,19 @@ class Subscription:
                 yield alert
         except SubscriberTooSlow:
             raise _lagging(last) from None
+        except CursorExpired as exc:
+            raise _expired(exc) from None
+
+
+def _expired(exc: CursorExpired) -> BadUserInput:
+    """A replay that would skip what retention deleted is refused, never shortened."""
+    return BadUserInput(
+        "`after` is older than the events kept; reload the current state and subscribe "
+        "without `after` (or after a newer cursor)",
+        argument="after",
+        reason="CURSOR_EXPIRED",
+        oldestCursor=event_cursor(exc.pruned_through),
+    )
 
 
 def _lagging(last: str | None) -> SubscriptionLagging:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from stockgraph.domain.events import OutboxEvent, Topic
+from stockgraph.domain.events import CursorExpired, OutboxEvent, Topic
 from stockgraph.domain.ids import TenantId
 from stockgraph.services.ports import EventBus, EventLog
 
@@ -31,7 +31,14 @@ class EventFeed:
         after: int | None,
         accept: Callable[[OutboxEvent], bool] = lambda _e: True,
     ) -> AsyncIterator[OutboxEvent]:
-        """Events of ``topic`` after ``after`` (from now on when None) that ``accept`` takes."""
+        """Events of ``topic`` after ``after`` (from now on when None) that ``accept`` takes.
+
+        Raises :class:`CursorExpired` when retention has deleted events after ``after``.
+        """
+        if after is not None:
+            pruned = await self._log.pruned_through()
+            if after < pruned:
+                raise CursorExpired(after, pruned)
         live = self._bus.subscribe(tenant_id, lambda e: e.topic == topic and accept(e))
         try:
             if after is None:

@@ -195,6 +195,10 @@ class EventLog(Protocol):
     async def last_id(self) -> int:
         """The newest event's id (0 when there is none)."""
 
+    async def pruned_through(self) -> int:
+        """The highest event id retention has deleted (0 before any): a replay must start
+        at or after it."""
+
 
 class EventStream(Protocol):
     """One subscriber's live events, in order; raises when it fell too far behind."""

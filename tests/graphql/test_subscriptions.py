@@ -47,6 +47,9 @@ class EmptyLog:
     async def last_id(self) -> int:
         return 0
 
+    async def pruned_through(self) -> int:
+        return 0
+
 
 def _event(event_id: int, warehouse: WarehouseId, sku: str, tenant: str = "acme") -> OutboxEvent:
     return OutboxEvent(
@@ -135,6 +138,36 @@ async def test_a_subscriber_too_far_behind_is_told_where_to_resume(
     assert error.extensions["code"] == "THROTTLED"
     assert error.extensions["resumeAfter"] == cursor
     await stream.aclose()
+
+
+class PrunedLog(EmptyLog):
+    async def pruned_through(self) -> int:
+        return 5
+
+
+async def test_a_cursor_older_than_the_kept_events_is_refused_with_its_reason(
+    runtime: Runtime,
+) -> None:
+    services = replace(runtime.services(), feed=EventFeed(log=PrunedLog(), bus=MemoryBus()))
+    principal = Principal(TenantId("acme"), "dashboard", frozenset(Scope))
+    context = Context(principal=principal, services=services)
+    for after, refused in ((event_cursor(3), True), (event_cursor(5), False)):
+        stream = await SCHEMA.subscribe(
+            QUERY, variable_values={"after": after}, context_value=context
+        )
+        pending = asyncio.ensure_future(stream.__anext__())  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)
+        assert pending.done() == refused
+        if refused:
+            [error] = pending.result().errors
+            assert error.extensions["code"] == "BAD_USER_INPUT"
+            assert error.extensions["reason"] == "CURSOR_EXPIRED"
+            assert error.extensions["oldestCursor"] == event_cursor(5)
+        else:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+        await stream.aclose()  # type: ignore[union-attr]
 
 
 class CountingFeed(EventFeed):

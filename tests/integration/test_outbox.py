@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stockgraph.connectors.signing import sign
-from stockgraph.domain.events import OutboxEvent, Topic
+from stockgraph.domain.events import CursorExpired, OutboxEvent, Topic
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import (
@@ -29,6 +29,8 @@ from stockgraph.domain.model import (
     StockMovement,
 )
 from stockgraph.domain.quantities import StockDelta, StockQuantities
+from stockgraph.events.bus import MemoryBus
+from stockgraph.events.retention import OutboxRetention
 from stockgraph.persistence.database import create_engine
 from stockgraph.persistence.event_log import SqlEventLog, stock_changed_payload
 from stockgraph.persistence.inbox_store import SqlInbox
@@ -43,6 +45,7 @@ from stockgraph.persistence.models import (
 )
 from stockgraph.persistence.stock_store import SqlStockStore
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
+from stockgraph.services.feed import EventFeed
 from stockgraph.services.ingestion import ConnectorInstance, IngestionService, Receipt
 from tests.ingestion.conftest import SECRET, JsonConnector
 
@@ -369,6 +372,58 @@ async def test_outbox_rows_refuse_updates_but_may_be_deleted(engine: AsyncEngine
     async with engine.begin() as conn:
         await conn.execute(delete(_outbox).where(_outbox.c.id == event.id))
     assert await _count(engine, _outbox) == 0
+
+
+async def _aged_events(engine: AsyncEngine, site: Site, ages: Sequence[timedelta]) -> list[int]:
+    ids = []
+    async with engine.begin() as conn:
+        for age in ages:
+            row = {
+                "tenant_id": site.tenant_id,
+                "topic": Topic.STOCK_CHANGED.value,
+                "warehouse_id": site.warehouse_id,
+                "sku": site.skus[0],
+                "payload": "{}",
+                "created_at": NOW - age,
+            }
+            ids.append(await conn.scalar(insert(_outbox).values(**row).returning(_outbox.c.id)))
+    return ids
+
+
+async def test_retention_deletes_old_events_oldest_first_and_refuses_cursors_before_them(
+    engine: AsyncEngine,
+) -> None:
+    site = await _site(engine)
+    log = SqlEventLog(engine=engine)
+    days = [timedelta(days=d) for d in (10, 9, 8, 8, 1, 0)]
+    ids = await _aged_events(engine, site, days)
+    assert await log.pruned_through() == 0
+
+    # A reader still at the second event holds retention back there.
+    held = OutboxRetention(
+        outbox=log, keep=timedelta(days=7), held_back_by=_at(ids[1]), clock=lambda: NOW
+    )
+    assert await held.prune_once() == 2
+    assert await log.pruned_through() == ids[1]
+    retention = OutboxRetention(outbox=log, keep=timedelta(days=7), clock=lambda: NOW)
+    assert await retention.prune_once() == 2
+    assert await retention.prune_once() == 0
+    assert [e.id for e in await log.after(0)] == ids[4:]
+    assert await log.pruned_through() == ids[3]
+
+    feed = EventFeed(log=log, bus=MemoryBus())
+    with pytest.raises(CursorExpired):
+        await anext(feed.follow(site.tenant_id, Topic.STOCK_CHANGED, after=ids[2]))
+    replay = feed.follow(site.tenant_id, Topic.STOCK_CHANGED, after=ids[3])
+    assert [(await anext(replay)).id, (await anext(replay)).id] == ids[4:]
+    await replay.aclose()
+
+
+def _at(event_id: int) -> Any:
+    async def position() -> int:
+        return event_id
+
+    return position
 
 
 def test_the_payload_names_quantities_in_camel_case_and_instants_in_utc() -> None:

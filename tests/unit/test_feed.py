@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stockgraph.domain.events import OutboxEvent, SubscriberTooSlow, Topic
+from stockgraph.domain.events import CursorExpired, OutboxEvent, SubscriberTooSlow, Topic
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.events.bus import MemoryBus
 from stockgraph.events.relay import Relay
@@ -35,9 +35,14 @@ class FakeLog:
 
     def __init__(self) -> None:
         self.events: list[OutboxEvent] = []
+        self.pruned = 0
 
     def commit(self, *events: OutboxEvent) -> None:
         self.events.extend(events)
+
+    def prune(self, through: int) -> None:
+        self.events = [e for e in self.events if e.id > through]
+        self.pruned = max(self.pruned, through)
 
     async def after(
         self,
@@ -58,6 +63,9 @@ class FakeLog:
 
     async def last_id(self) -> int:
         return self.events[-1].id if self.events else 0
+
+    async def pruned_through(self) -> int:
+        return self.pruned
 
 
 async def _take(feed: EventFeed, count: int, after: int | None) -> list[int]:
@@ -125,3 +133,14 @@ async def test_the_bus_hands_a_subscriber_only_what_it_accepts() -> None:
     bus.publish([_event(i, sku="SKU-1") for i in range(1, 10)] + [_event(10, sku="SKU-2")])
     assert (await stream.__anext__()).id == 10  # nine others neither queued nor overflowing
     stream.close()
+
+
+async def test_a_cursor_older_than_what_is_kept_is_refused_rather_than_replayed_short() -> None:
+    log = FakeLog()
+    feed = EventFeed(log=log, bus=MemoryBus())
+    log.commit(*(_event(i) for i in range(1, 11)))
+    log.prune(through=4)
+    assert await _take(feed, 6, after=4) == [5, 6, 7, 8, 9, 10]  # nothing after 4 is gone
+    with pytest.raises(CursorExpired) as expired:
+        await _take(feed, 1, after=3)
+    assert expired.value.pruned_through == 4
