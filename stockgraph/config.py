@@ -17,6 +17,7 @@ Environment (all optional)::
     STOCKGRAPH_MAX_SUBSCRIPTIONS_PER_CONNECTION (20), STOCKGRAPH_MAX_CONNECTIONS_PER_TENANT
     (1000), STOCKGRAPH_CONNECTION_INIT_TIMEOUT_SECONDS (10): WebSocket limits
     STOCKGRAPH_OUTBOX_POLL_SECONDS  how often the relay looks at the outbox unwoken (1)
+    STOCKGRAPH_EVENT_STREAM_LENGTH  events the Redis stream keeps, about (100000)
     STOCKGRAPH_REDIS_NAMESPACE    prefix of every Redis key and channel (by default one per
                                   database: stockgraph-<hash of DATABASE_URL>)
     STOCKGRAPH_MAX_QUERY_COST     the most one operation may cost (1000)
@@ -193,6 +194,7 @@ class Settings(BaseSettings):
     read_cache_size: int = Field(default=50_000, ge=0, le=10_000_000)
     redis_retry_seconds: float = Field(default=5.0, gt=0, le=600)
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
+    event_stream_length: int = Field(default=100_000, ge=1000, le=100_000_000)
     max_subscriptions_per_connection: int = Field(default=20, ge=1, le=10_000)
     max_connections_per_tenant: int = Field(default=1000, ge=1, le=1_000_000)
     connection_init_timeout_seconds: float = Field(default=10.0, gt=0, le=600)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -46,9 +47,15 @@ async def single(demo_database: str, tmp_path: Path) -> AsyncIterator[Runtime]:
 @pytest.fixture
 async def processes(postgres_database_url: str) -> AsyncIterator[list[Runtime]]:
     await build_world(postgres_database_url)
-    # The relays look at the outbox only when woken: a change in the other process must
-    # wake them through Redis.
-    settings = make_settings(postgres_database_url, redis_url=redis_url(), outbox_poll_seconds=600)
+    # The relays look at the outbox only when woken by their own commits: a change in the
+    # other process must come through Redis. The namespace is this test's own, as the
+    # database is: the stream's ids are the database's outbox ids.
+    settings = make_settings(
+        postgres_database_url,
+        redis_url=redis_url(),
+        outbox_poll_seconds=600,
+        redis_namespace=f"test-{uuid.uuid4().hex}",
+    )
     async with AsyncExitStack() as stack:
         runtimes = []
         for _ in range(2):
