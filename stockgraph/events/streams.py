@@ -199,11 +199,13 @@ class EventStream:
         self._cursor = 0
         self._problem: str | None = "not started"
         self.stats = StreamStats()
+        self.reading = asyncio.Event()
+        """Set while :meth:`run` delivers the stream to the bus."""
 
     @property
     def delivering(self) -> bool:
         """Whether :meth:`run` is delivering the stream to the bus now."""
-        return self._problem is None
+        return self.reading.is_set()
 
     def register(self, registry: CollectorRegistry) -> None:
         """Expose :attr:`stats` as ``stockgraph_event_stream_*_total`` counters."""
@@ -212,7 +214,7 @@ class EventStream:
     def status(self) -> str:
         """The bus's readiness: ``ok (redis streams)``, or ``ok (degraded: ...)`` while each
         process delivers its own relay's events (every event still, from the outbox)."""
-        if self._problem is not None:
+        if not self.reading.is_set():
             return f"ok (degraded: {self._problem})"
         if self._appends.degraded:
             return "ok (degraded: redis unreachable for appends)"
@@ -258,16 +260,19 @@ class EventStream:
         while True:
             try:
                 await self._check()
-                if self._problem is not None:
+                if self._problem != "not started":
                     log.info("reading the event stream %s again", self.key)
                 self._problem = None
+                self.reading.set()
                 while True:
                     await self._read_once()
             except asyncio.CancelledError:
+                self.reading.clear()
                 self._problem = "stopped"
                 raise
             except (*Failover.ERRORS, StreamAhead) as error:
-                if self._problem is None:
+                self.reading.clear()
+                if self._problem is None or self._problem == "not started":
                     level = logging.ERROR if isinstance(error, StreamAhead) else logging.WARNING
                     log.log(
                         level,
