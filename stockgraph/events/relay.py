@@ -98,9 +98,13 @@ class Relay:
         while True:
             # Without a stream delivering to the bus, the bus is ours to keep up to date.
             local = self._stream is None or not self._stream.delivering
-            start = published
-            if local and self._bus.delivered is not None:
-                start = min(start, self._bus.delivered)
+            delivered = published if self._bus.delivered is None else self._bus.delivered
+            if local:
+                start = min(published, delivered)
+            else:
+                # What the stream delivered here is in the stream (or was filled in from the
+                # outbox, behind newer entries): no need to offer it again.
+                start = published = self.published = max(published, delivered)
             events = await self._log.after(start, limit=self._batch)
             if not events:
                 return count

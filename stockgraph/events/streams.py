@@ -197,7 +197,7 @@ class EventStream:
         self._retry = retry_seconds
         self._appends = Failover(name="events", retry_seconds=retry_seconds)
         self._cursor = 0
-        self._problem: str | None = "not started"
+        self._problem: str | None = "starting"
         self.stats = StreamStats()
         self.reading = asyncio.Event()
         """Set while :meth:`run` delivers the stream to the bus."""
@@ -260,7 +260,7 @@ class EventStream:
         while True:
             try:
                 await self._check()
-                if self._problem != "not started":
+                if self._problem != "starting":
                     log.info("reading the event stream %s again", self.key)
                 self._problem = None
                 self.reading.set()
@@ -272,7 +272,7 @@ class EventStream:
                 raise
             except (*Failover.ERRORS, StreamAhead) as error:
                 self.reading.clear()
-                if self._problem is None or self._problem == "not started":
+                if self._problem is None or self._problem == "starting":
                     level = logging.ERROR if isinstance(error, StreamAhead) else logging.WARNING
                     log.log(
                         level,

@@ -198,3 +198,6 @@ async def test_the_redis_stream_carries_a_change_to_the_other_process_without_it
     assert b.relay.published == b_published
     assert b.relay.published is not None and b.relay.published < event_id(entry)
     assert (await b.readiness())["bus"] == "ok (redis streams)"
+    # When B's relay looks (its poll), what the stream delivered is not offered again.
+    assert await b.relay.publish_pending() == 0
+    assert b.stream.stats.already_there == 0
