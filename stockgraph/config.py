@@ -199,7 +199,9 @@ class Settings(BaseSettings):
     max_connections_per_tenant: int = Field(default=1000, ge=1, le=1_000_000)
     connection_init_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     redis_namespace: str = Field(
-        default="stockgraph", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+        # Empty: one per database (see redis_prefix).
+        default="",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})?$",
     )
     max_query_cost: int = Field(default=1000, ge=1, le=10_000_000)
     cost_bucket_size: float = Field(default=2000.0, gt=0, le=1e12)
