@@ -103,17 +103,22 @@ class Process:
 
 
 @pytest.fixture
-def key() -> str:
-    return f"test-{uuid.uuid4().hex}:events"
-
-
-@pytest.fixture
 async def watcher() -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url())
     try:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def key(watcher: Redis) -> AsyncIterator[str]:
+    """A stream of this test's own, deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex}:events"
+    try:
+        yield name
+    finally:
+        await watcher.delete(name)
 
 
 async def _stream_ids(redis: Redis, key: str) -> list[int]:
