@@ -55,6 +55,7 @@ from stockgraph.domain.model import GeoPoint, WarehouseSpec
 from stockgraph.events.bus import MemoryBus
 from stockgraph.events.relay import Relay
 from stockgraph.events.retention import OutboxRetention
+from stockgraph.events.streams import EventStream
 from stockgraph.persistence.access_store import SqlAccessStore
 from stockgraph.persistence.catalog_store import SqlCatalogStore, SqlCatalogWriter
 from stockgraph.persistence.database import create_engine, session_factory
@@ -177,7 +178,7 @@ class Runtime:
     """Drops cached answers a change made old, here and (with Redis) in every process."""
     bus: MemoryBus
     relay: Relay
-    """Publishes what the outbox committed to this process's subscribers."""
+    """Publishes what the outbox committed: to the Redis stream, or this process's bus."""
     feed: EventFeed
     retention: OutboxRetention
     committed: ProjectionChanged
@@ -188,6 +189,8 @@ class Runtime:
     redis: Redis | None = None
     budget_failover: Failover = field(default_factory=lambda: Failover(name="WMS budgets"))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stream: EventStream | None = None
+    """With Redis, the bus every process shares; it delivers to :attr:`bus`."""
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -238,11 +241,27 @@ class Runtime:
         )
         event_log = SqlEventLog(engine=engine)
         bus = MemoryBus()
-        relay = Relay(log=event_log, bus=bus, idle_seconds=settings.outbox_poll_seconds)
+        stream = None
+        if redis is not None and settings.redis_url:
+            # Other processes' events come through the stream, so their cache invalidations
+            # need not wake the relay (Redis away, they would not come either).
+            stream = EventStream(
+                redis=redis,
+                # Blocks in XREAD for 5 s at most: a read timeout above that.
+                reader=Redis.from_url(
+                    settings.redis_url, socket_timeout=10.0, socket_connect_timeout=1.0
+                ),
+                key=f"{namespace}:events",
+                outbox=event_log,
+                bus=bus,
+                max_length=settings.event_stream_length,
+                retry_seconds=settings.redis_retry_seconds,
+            )
+        relay = Relay(
+            log=event_log, bus=bus, stream=stream, idle_seconds=settings.outbox_poll_seconds
+        )
         invalidations = Invalidations(
             apply=invalidate_all(caches),
-            # Another process committed: its events are in the shared outbox now.
-            on_remote_change=relay.wake,
             shared=shared_answers,
             channel=f"{namespace}:invalidations",
             forget_all=clear_all(caches),
@@ -329,6 +348,7 @@ class Runtime:
             redis=redis,
             response_cache=response_cache,
             shared_answers=shared_answers,
+            stream=stream,
         )
 
     def __post_init__(self) -> None:
@@ -359,6 +379,8 @@ class Runtime:
             "stockgraph_connector_instances", "WMS instances connected", registry=self.metrics
         )
         instances.set_function(lambda: len(self.instances))
+        if self.stream is not None:
+            self.stream.register(self.metrics)
 
     async def check_database(self) -> None:
         """Fail start-up clearly when the database is unreachable or not migrated."""
@@ -477,6 +499,10 @@ class Runtime:
         self.tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
         self.tasks.append(asyncio.create_task(self.retention.run(), name="outbox retention"))
         self.pauses.install()
+        if self.stream is not None:
+            self.tasks.append(
+                asyncio.create_task(self.stream.run(lost=self.relay.wake), name="event stream")
+            )
         if self.redis is not None:
             self.tasks.append(asyncio.create_task(self.invalidations.run(), name="invalidations"))
 
@@ -495,6 +521,8 @@ class Runtime:
             await instance.connector.aclose()
         self.instances.clear()
         await self.invalidations.aclose()
+        if self.stream is not None:
+            await self.stream.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -535,7 +563,7 @@ class Runtime:
                 # Reads, budgets and cost buckets carry on without Redis (each process on
                 # its own): the service is degraded, not unready.
                 checks["cache"] = f"ok (degraded: redis unreachable, {type(exc).__name__})"
-        checks["bus"] = "ok (in-process)"
+        checks["bus"] = "ok (in-process)" if self.stream is None else self.stream.status()
         return checks
 
 

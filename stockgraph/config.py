@@ -18,6 +18,7 @@ Environment (all optional)::
     (1000), STOCKGRAPH_CONNECTION_INIT_TIMEOUT_SECONDS (10): WebSocket limits
     STOCKGRAPH_OUTBOX_POLL_SECONDS  how often the relay looks at the outbox unwoken (1)
     STOCKGRAPH_OUTBOX_RETENTION_HOURS  how long events stay replayable (168)
+    STOCKGRAPH_EVENT_STREAM_LENGTH  events the Redis stream keeps, about (100000)
     STOCKGRAPH_REDIS_NAMESPACE    prefix of every Redis key and channel (by default one per
                                   database: stockgraph-<hash of DATABASE_URL>)
     STOCKGRAPH_MAX_QUERY_COST     the most one operation may cost (1000)
@@ -196,11 +197,14 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
     outbox_retention_hours: float = Field(default=168.0, gt=0, le=24 * 3660)
     outbox_prune_seconds: float = Field(default=300.0, gt=0, le=86400)
+    event_stream_length: int = Field(default=100_000, ge=1000, le=100_000_000)
     max_subscriptions_per_connection: int = Field(default=20, ge=1, le=10_000)
     max_connections_per_tenant: int = Field(default=1000, ge=1, le=1_000_000)
     connection_init_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     redis_namespace: str = Field(
-        default="stockgraph", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+        # Empty: one per database (see redis_prefix).
+        default="",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})?$",
     )
     max_query_cost: int = Field(default=1000, ge=1, le=10_000_000)
     cost_bucket_size: float = Field(default=2000.0, gt=0, le=1e12)

@@ -8,10 +8,9 @@ so a burst of a thousand events costs a handful of messages, not a thousand.
 
 Pub/sub delivers only to those listening: a process that was not subscribed (Redis away,
 a reconnect) may have missed changes, so whenever it (re)subscribes it drops everything it
-had cached. The caches' TTL bounds what a silently lost message could cost. Hearing of another
-process's change also wakes this process's outbox relay (``on_remote_change``): the events
-that change committed are in the shared outbox, and this process's subscribers get them at
-once rather than at the relay's next poll. With
+had cached. The caches' TTL bounds what a silently lost message could cost. (Events reach
+other processes' subscribers through the Redis stream, :mod:`stockgraph.events.streams`,
+not through this channel.) With
 :class:`~stockgraph.cache.shared.SharedAnswers`, the same flush moves the versions that
 make answers shared in Redis old, before the message goes out.
 """
@@ -77,7 +76,6 @@ class Invalidations:
         redis: Redis | None = None,
         listener: Redis | None = None,
         shared: SharedAnswers | None = None,
-        on_remote_change: Callable[[], None] = lambda: None,
         channel: str = CHANNEL,
         retry_seconds: float = 1.0,
     ) -> None:
@@ -86,7 +84,6 @@ class Invalidations:
         self._redis = redis
         self._listener = listener or redis
         self._shared = shared
-        self._on_remote_change = on_remote_change
         self._channel = channel
         self._retry = retry_seconds
         self.origin = uuid.uuid4().hex
@@ -196,7 +193,6 @@ class Invalidations:
             self._apply(tenant, None)
         elif isinstance(skus, list):
             self._apply(tenant, [s for s in skus if isinstance(s, str)])
-        self._on_remote_change()
 
 
 __all__ = ["CHANNEL", "Invalidated", "Invalidations", "clear_all", "invalidate_all"]

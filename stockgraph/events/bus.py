@@ -5,6 +5,11 @@ every subscriber of the event's tenant gets it through a bounded queue of its ow
 subscriber that falls ``capacity`` events behind is cut off rather than allowed to grow
 without bound or to skip events silently: its iterator raises :class:`SubscriberTooSlow`,
 and the caller can resume from the last event it handled.
+
+Events reach the bus from more than one source when Redis carries the bus (the stream
+reader, and the relay while Redis is away: see :mod:`stockgraph.events.streams`), so the bus
+delivers ids strictly increasing: an event at or below :attr:`MemoryBus.delivered` has been
+delivered already and is skipped.
 """
 
 from __future__ import annotations
@@ -59,6 +64,14 @@ class MemoryBus:
             raise ValueError("capacity must be at least 1")
         self._capacity = capacity
         self._subscribers: dict[TenantId, set[_Subscriber]] = {}
+        self.delivered: int | None = None
+        """The id of the last event delivered; None until something starts the bus."""
+
+    def start_after(self, event_id: int) -> None:
+        """Deliver only events after ``event_id`` (unless the bus has started already):
+        older ones are for replays, not for live subscribers."""
+        if self.delivered is None:
+            self.delivered = event_id
 
     def subscribe(
         self, tenant_id: TenantId, accept: Callable[[OutboxEvent], bool] = lambda _e: True
@@ -78,8 +91,12 @@ class MemoryBus:
                 del self._subscribers[subscriber.tenant_id]
 
     def publish(self, events: Sequence[OutboxEvent]) -> None:
-        """Hand ``events`` (in order) to every subscriber of their tenant."""
+        """Hand ``events`` (in id order) to every subscriber of their tenant, skipping any
+        already delivered."""
         for event in events:
+            if self.delivered is not None and event.id <= self.delivered:
+                continue
+            self.delivered = event.id
             for subscriber in tuple(self._subscribers.get(event.tenant_id, ())):
                 subscriber.offer(event)
 

@@ -47,14 +47,15 @@ class OutboxRetention:
         return await self._outbox.prune(before=self._clock() - self._keep, keep_after=keep_after)
 
     async def run(self) -> None:
+        """Every ``every_seconds`` from start-up, until cancelled."""
         while True:
+            await asyncio.sleep(self._every)
             try:
                 deleted = await self.prune_once()
                 if deleted:
                     log.info("outbox retention deleted %d events", deleted)
             except Exception:
                 log.exception("outbox retention failed; trying again later")
-            await asyncio.sleep(self._every)
 
 
 __all__ = ["OutboxRetention"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -20,6 +21,7 @@ from stockgraph.auth.scopes import Scope
 from stockgraph.connectors.signing import sign
 from stockgraph.domain.ids import TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
+from stockgraph.events.streams import event_id
 from stockgraph.schema.build import build_schema
 from stockgraph.schema.context import Context
 from stockgraph.services.ingestion import ConnectorInstance
@@ -46,9 +48,15 @@ async def single(demo_database: str, tmp_path: Path) -> AsyncIterator[Runtime]:
 @pytest.fixture
 async def processes(postgres_database_url: str) -> AsyncIterator[list[Runtime]]:
     await build_world(postgres_database_url)
-    # The relays look at the outbox only when woken: a change in the other process must
-    # wake them through Redis.
-    settings = make_settings(postgres_database_url, redis_url=redis_url(), outbox_poll_seconds=600)
+    # The relays look at the outbox only when woken by their own commits: a change in the
+    # other process must come through Redis. The namespace is this test's own, as the
+    # database is: the stream's ids are the database's outbox ids.
+    settings = make_settings(
+        postgres_database_url,
+        redis_url=redis_url(),
+        outbox_poll_seconds=600,
+        redis_namespace=f"test-{uuid.uuid4().hex}",
+    )
     async with AsyncExitStack() as stack:
         runtimes = []
         for _ in range(2):
@@ -56,6 +64,8 @@ async def processes(postgres_database_url: str) -> AsyncIterator[list[Runtime]]:
             app = create_app(settings, runtime=runtime)
             await stack.enter_async_context(app.router.lifespan_context(app))
             await asyncio.wait_for(runtime.invalidations.subscribed.wait(), 5)
+            assert runtime.stream is not None
+            await asyncio.wait_for(runtime.stream.reading.wait(), 5)
             runtimes.append(runtime)
         yield runtimes
 
@@ -164,3 +174,30 @@ async def test_a_subscriber_that_leaves_one_process_resumes_on_another_with_noth
     cursors |= {r.data["stockChanged"]["cursor"] for r in got}
     assert len(cursors) == 4
     await resumed.aclose()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_the_redis_stream_carries_a_change_to_the_other_process_without_its_relay(
+    processes: list[Runtime],
+) -> None:
+    a, b = processes
+    assert a.stream is not None and b.stream is not None and b.redis is not None
+    b_published = b.relay.published
+    seen = await _first_change_seen(b, a, 61)  # subscribed on B, ingested by A
+    assert seen.errors is None, seen.errors
+    assert seen.data["stockChanged"]["level"]["onHand"] == 61
+
+    # The stream holds what A's relay appended, and B read it from there: B's relay,
+    # woken only by B's own commits (and polling every 600 s), published nothing.
+    entries = await b.redis.xrange(a.stream.key)
+    [(entry, fields)] = [e for e in entries if b'"onHand":61' in e[1][b"payload"]]
+    assert fields[b"sku"] == b"SKU-00001" and fields[b"tenant"] == b"acme"
+    assert a.stream.stats.appended >= 1
+    assert b.stream.stats.read >= 1
+    assert b.relay.published == b_published
+    assert b.relay.published is not None and b.relay.published < event_id(entry)
+    assert (await b.readiness())["bus"] == "ok (redis streams)"
+    # When B's relay looks (its poll), what the stream delivered is not offered again.
+    assert await b.relay.publish_pending() == 0
+    assert b.stream.stats.already_there == 0

@@ -17,6 +17,18 @@ def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.redis_url is None
 
 
+def test_deployments_on_different_databases_share_no_redis_keys_unless_told_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STOCKGRAPH_REDIS_NAMESPACE", raising=False)
+    one = load_settings(database_url="postgresql://db/one")
+    assert one.redis_prefix == load_settings(database_url="postgresql://db/one").redis_prefix
+    assert one.redis_prefix != load_settings(database_url="postgresql://db/two").redis_prefix
+    assert one.redis_prefix.startswith("stockgraph-")
+    named = load_settings(database_url="postgresql://db/two", redis_namespace="shop")
+    assert named.redis_prefix == "shop"
+
+
 def test_a_bad_environment_value_names_the_variable_and_what_was_expected(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
