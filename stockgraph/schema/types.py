@@ -10,6 +10,7 @@ import strawberry
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain import model
 from stockgraph.domain.availability import WarehouseAvailability as DomainWarehouseAvailability
+from stockgraph.domain.global_ids import warehouse_id
 from stockgraph.schema.context import Info
 from stockgraph.schema.relay import from_global_id, to_global_id
 
@@ -40,7 +41,7 @@ class Warehouse:
     @classmethod
     def of(cls, w: model.Warehouse) -> Warehouse:
         return cls(
-            id=strawberry.ID(to_global_id("Warehouse", w.tenant_id, w.code)),
+            id=strawberry.ID(warehouse_id(w.tenant_id, w.code)),
             code=w.code,
             name=w.name,
             region=w.region,
