@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -50,7 +51,10 @@ from stockgraph.domain.bucket import BucketPolicy
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import GeoPoint, WarehouseSpec
+from stockgraph.domain.webhooks import RetrySchedule, WebhookRefused
 from stockgraph.events.bus import MemoryBus
+from stockgraph.events.delivery import Sender, WebhookMetrics
+from stockgraph.events.dispatch import Dispatcher
 from stockgraph.events.relay import Relay
 from stockgraph.persistence.access_store import SqlAccessStore
 from stockgraph.persistence.catalog_store import SqlCatalogStore, SqlCatalogWriter
@@ -61,6 +65,8 @@ from stockgraph.persistence.migrate import current_revision, head_revision
 from stockgraph.persistence.operations_store import SqlOperationsStore
 from stockgraph.persistence.stock_store import SqlStockStore
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
+from stockgraph.persistence.webhook_queue import SqlWebhookQueue
+from stockgraph.persistence.webhook_store import SqlWebhookStore
 from stockgraph.schema.build import SchemaLimits, build_schema
 from stockgraph.schema.context import Limits, Services
 from stockgraph.schema.view import CachedAnswer, GraphQLView
@@ -79,6 +85,7 @@ from stockgraph.services.live import LiveReads
 from stockgraph.services.operations import OperationsService
 from stockgraph.services.ports import CatalogReader, CostBuckets, ProjectionChanged, StockReader
 from stockgraph.services.sync import SyncService
+from stockgraph.services.webhooks import WebhookService
 
 log = logging.getLogger("stockgraph")
 
@@ -178,6 +185,11 @@ class Runtime:
     feed: EventFeed
     committed: ProjectionChanged
     """What follows every commit that changed a projection (see :func:`after_commit`)."""
+    webhooks: WebhookService
+    dispatcher: Dispatcher
+    """Queues a delivery per subscribed endpoint for every committed outbox event."""
+    sender: Sender
+    """Sends due deliveries, each endpoint in its own lane."""
     instances: dict[str, ConnectorInstance] = field(default_factory=dict)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     connector_metrics: ConnectorMetrics | None = None
@@ -186,8 +198,17 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Runtime:
+        """Everything wired from ``settings``; ``webhook_transport`` routes outbound
+        webhooks elsewhere and ``clock`` replaces the wall clock for them (tests)."""
         engine = create_engine(settings.database_url)
+        now = clock or _utc_now
         tokens = build_token_service(settings)
         stock = SqlStockStore(engine=engine)
         catalog_reader: CatalogReader = SqlCatalogStore(engine=engine)
@@ -235,10 +256,33 @@ class Runtime:
         event_log = SqlEventLog(engine=engine)
         bus = MemoryBus()
         relay = Relay(log=event_log, bus=bus, idle_seconds=settings.outbox_poll_seconds)
+        registry = CollectorRegistry()
+        queue = SqlWebhookQueue(engine=engine)
+        sender = Sender(
+            queue=queue,
+            clock=now,
+            schedule=RetrySchedule(delays=settings.webhook_retry_schedule),
+            transport=webhook_transport,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            max_in_flight=settings.webhook_max_in_flight,
+            poll_seconds=settings.outbox_poll_seconds,
+            metrics=WebhookMetrics(registry=registry),
+        )
+        dispatcher = Dispatcher(
+            queue=queue,
+            clock=now,
+            on_queued=sender.wake,
+            idle_seconds=settings.outbox_poll_seconds,
+        )
+
+        def remote_change() -> None:
+            relay.wake()
+            dispatcher.wake()
+
         invalidations = Invalidations(
             apply=invalidate_all(caches),
             # Another process committed: its events are in the shared outbox now.
-            on_remote_change=relay.wake,
+            on_remote_change=remote_change,
             shared=shared_answers,
             channel=f"{namespace}:invalidations",
             forget_all=clear_all(caches),
@@ -253,7 +297,7 @@ class Runtime:
                 else None
             ),
         )
-        committed = after_commit(invalidations, relay)
+        committed = after_commit(invalidations, relay, dispatcher)
 
         policy = BucketPolicy(
             capacity=settings.cost_bucket_size, restore_rate=settings.cost_restore_rate
@@ -314,6 +358,12 @@ class Runtime:
             relay=relay,
             committed=committed,
             feed=EventFeed(log=event_log, bus=bus),
+            webhooks=WebhookService(
+                store=SqlWebhookStore(engine=engine), clock=now, on_queued=sender.wake
+            ),
+            dispatcher=dispatcher,
+            sender=sender,
+            metrics=registry,
             budget_failover=Failover(
                 name="WMS budgets", retry_seconds=settings.redis_retry_seconds
             ),
@@ -365,6 +415,17 @@ class Runtime:
         for tenant in topology.tenants:
             await self.catalog_writer.upsert_tenant(TenantId(tenant.id), tenant.name)
         await self.catalog_writer.upsert_warehouses(warehouse_specs(topology))
+        for hook in topology.webhooks:
+            try:
+                await self.webhooks.declare(
+                    TenantId(hook.tenant),
+                    url=hook.url,
+                    event_types=hook.events,
+                    secret=hook.secret.get_secret_value() if hook.secret else None,
+                    description=hook.description,
+                )
+            except WebhookRefused as exc:
+                raise ConfigError(f"webhooks: {hook.url}: {exc.message}") from None
         for tenant in topology.tenants:
             self.projection_changed(TenantId(tenant.id))
 
@@ -377,6 +438,7 @@ class Runtime:
             buckets=self.buckets,
             live=self.live,
             feed=self.feed,
+            webhooks=self.webhooks,
         )
 
     def _share_budget(self, connector_id: str) -> ShareBudget | None:
@@ -465,6 +527,8 @@ class Runtime:
         self.tasks.append(asyncio.create_task(self.ingestion.run(), name="inbox"))
         self.tasks.append(asyncio.create_task(self.sync_loop(), name="sync"))
         self.tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
+        self.tasks.append(asyncio.create_task(self.dispatcher.run(), name="webhook dispatcher"))
+        self.tasks.append(asyncio.create_task(self.sender.run(), name="webhook sender"))
         if self.redis is not None:
             self.tasks.append(asyncio.create_task(self.invalidations.run(), name="invalidations"))
 
@@ -478,6 +542,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.tasks.clear()
+        await self.sender.aclose()
         for instance in self.instances.values():
             await instance.connector.aclose()
         self.instances.clear()
@@ -523,18 +588,27 @@ class Runtime:
                 # its own): the service is degraded, not unready.
                 checks["cache"] = f"ok (degraded: redis unreachable, {type(exc).__name__})"
         checks["bus"] = "ok (in-process)"
+        checks["webhooks"] = f"ok ({self.sender.in_flight} attempts in flight)"
         return checks
 
 
-def after_commit(invalidations: Invalidations, relay: Relay) -> ProjectionChanged:
+def after_commit(
+    invalidations: Invalidations, relay: Relay, dispatcher: Dispatcher | None = None
+) -> ProjectionChanged:
     """Everything a committed change to a projection must tell, in one place: the caches
-    (here and, through Redis, elsewhere), then the outbox relay."""
+    (here and, through Redis, elsewhere), then the outbox relay and the webhook dispatcher."""
 
     def committed(tenant_id: TenantId, skus: Collection[Sku] | None) -> None:
         invalidations.changed(tenant_id, skus)
         relay.wake()
+        if dispatcher is not None:
+            dispatcher.wake()
 
     return committed
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _gauges(
