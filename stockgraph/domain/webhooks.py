@@ -118,8 +118,7 @@ class WebhookDelivery:
 
     id: str
     tenant_id: TenantId
-    endpoint_id: int
-    endpoint_url: str
+    endpoint: WebhookEndpoint
     event_id: int
     event_type: str
     body: str

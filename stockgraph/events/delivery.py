@@ -137,15 +137,15 @@ class Sender:
     async def run(self) -> None:
         """Send until cancelled; counts deliveries by status for the metrics every poll."""
         while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self._poll)
+            self._woken.clear()
             try:
                 await self.send_due()
                 if self._metrics is not None:
                     self._metrics.counts = await self._queue.counts()
             except Exception:
                 log.exception("the webhook sender failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self._poll)
-            self._woken.clear()
 
     async def send_due(self) -> int:
         """Start an attempt for every due delivery a free lane can take; how many started.

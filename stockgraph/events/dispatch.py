@@ -27,6 +27,8 @@ Clock = Callable[[], datetime]
 class DeliveryQueue(Protocol):
     """Where the dispatcher queues deliveries (``SqlWebhookQueue``)."""
 
+    async def has_pending(self) -> bool: ...
+
     async def fan_out(self, *, now: datetime, limit: int = 500) -> FanOut: ...
 
 
@@ -58,16 +60,18 @@ class Dispatcher:
         self._woken.set()
 
     async def run(self) -> None:
-        """Dispatch until cancelled."""
+        """Dispatch until cancelled: when woken, else every ``idle_seconds``."""
         while True:
-            try:
-                await self.dispatch_pending()
-            except Exception:
-                log.exception("the webhook dispatcher failed; retrying")
-                await asyncio.sleep(self._idle)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self._idle)
             self._woken.clear()
+            try:
+                # A cheap read first: the write lock is taken only when there is work.
+                if await self._queue.has_pending():
+                    await self.dispatch_pending()
+            except Exception:
+                log.exception("the webhook dispatcher failed; retrying")
+                await asyncio.sleep(self._idle)
 
     async def dispatch_pending(self) -> int:
         """Queue deliveries for every committed event past the cursor; how many queued."""

@@ -352,7 +352,8 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 class WebhookEndpointRow(Base):
     """Where a tenant's events are POSTed, signed with ``secret`` (``whsec_...``).
 
-    ``event_types`` is a JSON list of outbox topics. One endpoint per (tenant, URL).
+    ``event_types`` is a JSON list of outbox topics. One endpoint per (tenant, URL). It
+    hears of events committed after it was created: those past ``since_event_id``.
     """
 
     __tablename__ = "webhook_endpoints"
@@ -365,6 +366,7 @@ class WebhookEndpointRow(Base):
     event_types: Mapped[list[str]] = mapped_column(JSON)
     description: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean)
+    since_event_id: Mapped[int] = mapped_column(BigInteger)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     disabled_at: Mapped[datetime | None]
     created_at: Mapped[datetime]

@@ -102,6 +102,13 @@ class SqlWebhookQueue:
     def __init__(self, *, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    async def has_pending(self) -> bool:
+        """Whether an outbox event lies past the cursor: one read, no lock."""
+        saved = select(_cursor.c.event_id).where(_cursor.c.name == CURSOR).scalar_subquery()
+        query = select(_outbox.c.id).where(_outbox.c.id > func.coalesce(saved, -1)).limit(1)
+        async with self._engine.connect() as conn:
+            return (await conn.scalar(query)) is not None
+
     async def fan_out(self, *, now: datetime, limit: int = 500) -> FanOut:
         """Queue deliveries for up to ``limit`` outbox events past the cursor; move it."""
         async with self._engine.begin() as conn:
@@ -123,6 +130,7 @@ class SqlWebhookQueue:
                             _endpoints.c.tenant_id,
                             _endpoints.c.event_types,
                             _endpoints.c.enabled,
+                            _endpoints.c.since_event_id,
                         ).where(_endpoints.c.tenant_id.in_(sorted(tenants)))
                     )
                 ).all()
@@ -138,6 +146,8 @@ class SqlWebhookQueue:
                         continue
                     if event.topic.value not in endpoint.event_types:
                         continue
+                    if event.id <= endpoint.since_event_id:
+                        continue  # committed before the endpoint was created
                     if body is None:
                         code = None if event.warehouse_id is None else codes.get(event.warehouse_id)
                         body = webhook_body(event, code)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,11 +25,13 @@ from stockgraph.domain.webhooks import (
     WebhookRefused,
 )
 from stockgraph.persistence.models import (
+    OutboxEventRow,
     WebhookAttemptRow,
     WebhookDeliveryRow,
     WebhookEndpointRow,
 )
 
+_outbox = cast(Table, OutboxEventRow.__table__)
 _endpoints = cast(Table, WebhookEndpointRow.__table__)
 _deliveries = cast(Table, WebhookDeliveryRow.__table__)
 _attempts = cast(Table, WebhookAttemptRow.__table__)
@@ -48,10 +50,9 @@ _ENDPOINT_COLUMNS = (
 )
 
 _DELIVERY_COLUMNS = (
+    *(column.label(f"endpoint_{column.name}") for column in _ENDPOINT_COLUMNS),
     _deliveries.c.id,
     _deliveries.c.tenant_id,
-    _deliveries.c.endpoint_id,
-    _endpoints.c.url,
     _deliveries.c.event_id,
     _deliveries.c.event_type,
     _deliveries.c.body,
@@ -128,6 +129,7 @@ class SqlWebhookStore:
                 )
                 if taken is not None:
                     raise _url_taken(url)
+                since = await conn.scalar(select(func.coalesce(func.max(_outbox.c.id), 0)))
                 new_id = await conn.scalar(
                     insert(_endpoints)
                     .values(
@@ -137,6 +139,7 @@ class SqlWebhookStore:
                         event_types=list(event_types),
                         description=description,
                         enabled=True,
+                        since_event_id=int(since or 0),
                         disabled_reason=None,
                         disabled_at=None,
                         created_at=now,
@@ -280,6 +283,7 @@ class SqlWebhookStore:
         d = _deliveries
         query = (
             select(*_DELIVERY_COLUMNS)
+            .select_from(_deliveries)
             .join(_endpoints, _endpoints.c.id == d.c.endpoint_id)
             .where(d.c.tenant_id == tenant_id)
         )
@@ -312,6 +316,7 @@ class SqlWebhookStore:
         row = (
             await conn.execute(
                 select(*_DELIVERY_COLUMNS)
+                .select_from(_deliveries)
                 .join(_endpoints, _endpoints.c.id == d.c.endpoint_id)
                 .where(d.c.tenant_id == tenant_id, d.c.id == delivery_id)
             )
@@ -335,13 +340,10 @@ class SqlWebhookStore:
                 raise WebhookRefused(
                     RefusalCode.NOT_FOUND, f"no delivery {delivery_id!r} of yours", field="id"
                 )
-            enabled = await conn.scalar(
-                select(_endpoints.c.enabled).where(_endpoints.c.id == found.endpoint_id)
-            )
-            if not enabled:
+            if not found.endpoint.enabled:
                 raise WebhookRefused(
                     RefusalCode.ENDPOINT_DISABLED,
-                    f"the endpoint {found.endpoint_url!r} is disabled; enable it first",
+                    f"the endpoint {found.endpoint.url!r} is disabled; enable it first",
                     field="id",
                 )
             await conn.execute(
@@ -397,8 +399,18 @@ def _delivery_of(row: Any, attempts: Sequence[DeliveryAttempt]) -> WebhookDelive
     return WebhookDelivery(
         id=row.id,
         tenant_id=TenantId(row.tenant_id),
-        endpoint_id=int(row.endpoint_id),
-        endpoint_url=row.url,
+        endpoint=WebhookEndpoint(
+            id=int(row.endpoint_id),
+            tenant_id=TenantId(row.endpoint_tenant_id),
+            url=row.endpoint_url,
+            event_types=tuple(row.endpoint_event_types),
+            description=row.endpoint_description,
+            enabled=bool(row.endpoint_enabled),
+            disabled_reason=row.endpoint_disabled_reason,
+            disabled_at=row.endpoint_disabled_at,
+            created_at=row.endpoint_created_at,
+            updated_at=row.endpoint_updated_at,
+        ),
         event_id=int(row.event_id),
         event_type=row.event_type,
         body=row.body,

@@ -18,6 +18,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from stockgraph.resolvers.mutation import Mutation
 from stockgraph.resolvers.query import Query
 from stockgraph.resolvers.subscription import Subscription
 from stockgraph.schema.execution import PlainFieldExecutor
@@ -82,6 +83,7 @@ def build_schema(limits: SchemaLimits | None = None) -> StockgraphSchema:
     ]
     return StockgraphSchema(
         query=Query,
+        mutation=Mutation,
         subscription=Subscription,
         # Only @key is used; 2.3 composes with every Federation 2 gateway still in service.
         federation_version="2.3",

@@ -203,3 +203,12 @@ class ConnectorHealth:
     risk_score: float
     last_error: str | None
     warehouse: Warehouse | None
+
+
+@strawberry.type(description="A business rule refused a mutation; nothing was changed.")
+class UserError:
+    field: list[str] | None = strawberry.field(
+        description='The path to the input at fault, such as `["input", "url"]`.'
+    )
+    message: str
+    code: str = strawberry.field(description="NOT_FOUND, INVALID_URL, ENDPOINT_DISABLED, ...")

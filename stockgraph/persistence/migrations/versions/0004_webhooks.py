@@ -4,8 +4,9 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-02
 
-The dispatcher's cursor starts at the newest outbox event already committed: endpoints
-declared after this upgrade hear of what happens from then on, not of the whole history.
+The dispatcher's cursor starts at the newest outbox event already committed, and each
+endpoint keeps the newest event when it was created (``since_event_id``): an endpoint hears
+of what happens after it is declared, not of the whole history.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def upgrade() -> None:
         sa.Column("event_types", sa.JSON(), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("since_event_id", sa.BigInteger(), nullable=False),
         sa.Column("disabled_reason", sa.Text(), nullable=True),
         sa.Column("disabled_at", _timestamp(), nullable=True),
         sa.Column("created_at", _timestamp(), nullable=False),
