@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -52,7 +52,10 @@ from stockgraph.domain.bucket import BucketPolicy
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import GeoPoint, WarehouseSpec
+from stockgraph.domain.webhooks import RetrySchedule, WebhookRefused
 from stockgraph.events.bus import MemoryBus
+from stockgraph.events.delivery import Sender, WebhookMetrics
+from stockgraph.events.dispatch import Dispatcher
 from stockgraph.events.relay import Relay
 from stockgraph.events.retention import OutboxRetention
 from stockgraph.events.streams import EventStream
@@ -65,6 +68,8 @@ from stockgraph.persistence.migrate import current_revision, head_revision
 from stockgraph.persistence.operations_store import SqlOperationsStore
 from stockgraph.persistence.stock_store import SqlStockStore
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
+from stockgraph.persistence.webhook_queue import SqlWebhookQueue
+from stockgraph.persistence.webhook_store import SqlWebhookStore
 from stockgraph.schema.build import SchemaLimits, build_schema
 from stockgraph.schema.context import Limits, Services
 from stockgraph.schema.view import CachedAnswer, GraphQLView
@@ -83,6 +88,7 @@ from stockgraph.services.live import LiveReads
 from stockgraph.services.operations import OperationsService
 from stockgraph.services.ports import CatalogReader, CostBuckets, ProjectionChanged, StockReader
 from stockgraph.services.sync import SyncService
+from stockgraph.services.webhooks import WebhookService
 
 log = logging.getLogger("stockgraph")
 
@@ -183,6 +189,11 @@ class Runtime:
     retention: OutboxRetention
     committed: ProjectionChanged
     """What follows every commit that changed a projection (see :func:`after_commit`)."""
+    webhooks: WebhookService
+    dispatcher: Dispatcher
+    """Queues a delivery per subscribed endpoint for every committed outbox event."""
+    sender: Sender
+    """Sends due deliveries, each endpoint in its own lane."""
     instances: dict[str, ConnectorInstance] = field(default_factory=dict)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     connector_metrics: ConnectorMetrics | None = None
@@ -193,8 +204,17 @@ class Runtime:
     """With Redis, the bus every process shares; it delivers to :attr:`bus`."""
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Runtime:
+        """Everything wired from ``settings``; ``webhook_transport`` routes outbound
+        webhooks elsewhere and ``clock`` replaces the wall clock for them (tests)."""
         engine = create_engine(settings.database_url)
+        now = clock or _utc_now
         tokens = build_token_service(settings)
         stock = SqlStockStore(engine=engine)
         catalog_reader: CatalogReader = SqlCatalogStore(engine=engine)
@@ -260,6 +280,25 @@ class Runtime:
         relay = Relay(
             log=event_log, bus=bus, stream=stream, idle_seconds=settings.outbox_poll_seconds
         )
+        registry = CollectorRegistry()
+        queue = SqlWebhookQueue(engine=engine)
+        sender = Sender(
+            queue=queue,
+            clock=now,
+            schedule=RetrySchedule(delays=settings.webhook_retry_schedule),
+            transport=webhook_transport,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            max_in_flight=settings.webhook_max_in_flight,
+            poll_seconds=settings.outbox_poll_seconds,
+            metrics=WebhookMetrics(registry=registry),
+        )
+        dispatcher = Dispatcher(
+            queue=queue,
+            clock=now,
+            on_queued=sender.wake,
+            idle_seconds=settings.outbox_poll_seconds,
+        )
+
         invalidations = Invalidations(
             apply=invalidate_all(caches),
             shared=shared_answers,
@@ -276,7 +315,7 @@ class Runtime:
                 else None
             ),
         )
-        committed = after_commit(invalidations, relay)
+        committed = after_commit(invalidations, relay, dispatcher)
 
         policy = BucketPolicy(
             capacity=settings.cost_bucket_size, restore_rate=settings.cost_restore_rate
@@ -341,7 +380,15 @@ class Runtime:
                 outbox=event_log,
                 keep=timedelta(hours=settings.outbox_retention_hours),
                 every_seconds=settings.outbox_prune_seconds,
+                # Events not yet turned into webhook deliveries stay, however old.
+                held_back_by=queue.position,
             ),
+            webhooks=WebhookService(
+                store=SqlWebhookStore(engine=engine), clock=now, on_queued=sender.wake
+            ),
+            dispatcher=dispatcher,
+            sender=sender,
+            metrics=registry,
             budget_failover=Failover(
                 name="WMS budgets", retry_seconds=settings.redis_retry_seconds
             ),
@@ -397,6 +444,17 @@ class Runtime:
         for tenant in topology.tenants:
             await self.catalog_writer.upsert_tenant(TenantId(tenant.id), tenant.name)
         await self.catalog_writer.upsert_warehouses(warehouse_specs(topology))
+        for hook in topology.webhooks:
+            try:
+                await self.webhooks.declare(
+                    TenantId(hook.tenant),
+                    url=hook.url,
+                    event_types=hook.events,
+                    secret=hook.secret.get_secret_value() if hook.secret else None,
+                    description=hook.description,
+                )
+            except WebhookRefused as exc:
+                raise ConfigError(f"webhooks: {hook.url}: {exc.message}") from None
         for tenant in topology.tenants:
             self.projection_changed(TenantId(tenant.id))
 
@@ -409,6 +467,7 @@ class Runtime:
             buckets=self.buckets,
             live=self.live,
             feed=self.feed,
+            webhooks=self.webhooks,
         )
 
     def _share_budget(self, connector_id: str) -> ShareBudget | None:
@@ -503,6 +562,8 @@ class Runtime:
             self.tasks.append(
                 asyncio.create_task(self.stream.run(lost=self.relay.wake), name="event stream")
             )
+        self.tasks.append(asyncio.create_task(self.dispatcher.run(), name="webhook dispatcher"))
+        self.tasks.append(asyncio.create_task(self.sender.run(), name="webhook sender"))
         if self.redis is not None:
             self.tasks.append(asyncio.create_task(self.invalidations.run(), name="invalidations"))
 
@@ -517,6 +578,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.tasks.clear()
+        await self.sender.aclose()
         for instance in self.instances.values():
             await instance.connector.aclose()
         self.instances.clear()
@@ -564,18 +626,27 @@ class Runtime:
                 # its own): the service is degraded, not unready.
                 checks["cache"] = f"ok (degraded: redis unreachable, {type(exc).__name__})"
         checks["bus"] = "ok (in-process)" if self.stream is None else self.stream.status()
+        checks["webhooks"] = f"ok ({self.sender.in_flight} attempts in flight)"
         return checks
 
 
-def after_commit(invalidations: Invalidations, relay: Relay) -> ProjectionChanged:
+def after_commit(
+    invalidations: Invalidations, relay: Relay, dispatcher: Dispatcher | None = None
+) -> ProjectionChanged:
     """Everything a committed change to a projection must tell, in one place: the caches
-    (here and, through Redis, elsewhere), then the outbox relay."""
+    (here and, through Redis, elsewhere), then the outbox relay and the webhook dispatcher."""
 
     def committed(tenant_id: TenantId, skus: Collection[Sku] | None) -> None:
         invalidations.changed(tenant_id, skus)
         relay.wake()
+        if dispatcher is not None:
+            dispatcher.wake()
 
     return committed
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _gauges(

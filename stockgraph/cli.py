@@ -94,6 +94,7 @@ async def _demo(args: argparse.Namespace) -> None:
     )
     reports = await asyncio.gather(*(runtime.sync.full_sync(i) for i in runtime.instances.values()))
     synced = sum(r.applied for r in reports)
+    receiver, hook_url = await _demo_webhooks(runtime)
     busy = asyncio.create_task(fleet.keep_busy(members, events_per_second=args.activity))
     cred_file = data_dir / "credentials.json"
     credentials: list[dict[str, str]] = []
@@ -117,6 +118,10 @@ async def _demo(args: argparse.Namespace) -> None:
         else ""
     )
     query = '{"query":"{ availability(skus: [\\"SKU-00001\\"]) { sku available onHand } }"}'
+    deliveries = (
+        '{"query":"{ deliveries(first: 5) { edges { node { messageId eventType status '
+        'attemptCount attempts { statusCode trigger } } } } }"}'
+    )
     print(
         f"""
 Stockgraph demo: {seeded}; data in {data_dir}{simulated}
@@ -132,6 +137,12 @@ curl -s {base}/graphql -H "Authorization: Bearer $TOKEN" -H 'Content-Type: appli
 
   A new token: curl -s -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials \\
   {base}/oauth/token
+
+  Webhooks     acme's stock.changed and sync.alert go to {hook_url}, a receiver that
+               checks signatures and answers 503 to a quarter of them (retried). With an
+               acme admin token ({cred_file}):
+curl -s {base}/graphql -H "Authorization: Bearer $ADMIN_TOKEN" \\
+  -H 'Content-Type: application/json' -d '{deliveries}'
 Press Ctrl-C to stop.
 """,
         flush=True,
@@ -141,6 +152,45 @@ Press Ctrl-C to stop.
     finally:
         busy.cancel()
         await fleet.stop(members)
+        await receiver.stop()
+
+
+DEMO_RECEIVER = "demo receiver"
+
+
+async def _demo_webhooks(runtime: Any) -> tuple[Any, str]:
+    """Start the demo's webhook receiver and point an acme endpoint at it (replacing the
+    endpoint of an earlier run, whose receiver had another port)."""
+    from stockgraph.config import TenantConfig, Topology, WebhookConfig
+    from stockgraph.domain.ids import TenantId
+    from stockgraph.domain.webhooks import EVENT_TYPES, new_secret
+    from stockgraph.events.receiver import DemoReceiver
+    from stockgraph.services.demo import ACME
+
+    secret = new_secret()
+    receiver = DemoReceiver(secret=secret)
+    await receiver.start()
+    tenant = TenantId(ACME.tenant_id)
+    earlier, _ = await runtime.webhooks.endpoints(tenant, after_id=None, limit=100)
+    for endpoint in earlier:
+        if endpoint.description == DEMO_RECEIVER and endpoint.url != receiver.url:
+            await runtime.webhooks.delete_endpoint(tenant, endpoint.id)
+    topology = Topology(
+        tenants=(TenantConfig(id=ACME.tenant_id, name=ACME.name),),
+        webhooks=(
+            WebhookConfig.model_validate(
+                {
+                    "tenant": ACME.tenant_id,
+                    "url": receiver.url,
+                    "events": EVENT_TYPES,
+                    "secret": secret,
+                    "description": DEMO_RECEIVER,
+                }
+            ),
+        ),
+    ).check()
+    await runtime.apply_topology(topology)
+    return receiver, receiver.url
 
 
 def _demo_fleet(base: str, *, simulate: bool) -> list[fleet.FleetMember]:

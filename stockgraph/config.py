@@ -24,6 +24,10 @@ Environment (all optional)::
     STOCKGRAPH_MAX_QUERY_COST     the most one operation may cost (1000)
     STOCKGRAPH_COST_BUCKET_SIZE, STOCKGRAPH_COST_RESTORE_RATE
                                   every client's bucket of cost: 2000 points, 100 restored a second
+    STOCKGRAPH_WEBHOOK_RETRY_SCHEDULE  seconds between attempts of an outbound webhook, a JSON
+                                  list ([5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200])
+    STOCKGRAPH_WEBHOOK_TIMEOUT_SECONDS  the most one attempt may take (10)
+    STOCKGRAPH_WEBHOOK_MAX_IN_FLIGHT  attempts at once per endpoint, per process (4)
 
 The TOML file::
 
@@ -41,6 +45,12 @@ The TOML file::
     lng = 13.40
     [warehouses.connection]
     base_url = "http://127.0.0.1:9100"
+
+    [[webhooks]]
+    tenant = "acme"
+    url = "https://oms.example.com/stockgraph"
+    events = ["stock.changed", "sync.alert"]
+    secret = "whsec_..."          # optional: Standard Webhooks form, 24+ random bytes
 
 A bad value stops start-up with a :class:`ConfigError` that names the key and says what
 was expected.
@@ -65,6 +75,14 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stockgraph.domain.webhooks import (
+    DEFAULT_RETRY_DELAYS,
+    WebhookRefused,
+    check_event_types,
+    check_secret,
+    check_url,
+)
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 KNOWN_DIALECTS = ("rest", "graphql", "x12", "simulated")
@@ -134,13 +152,56 @@ class MappingConfig(BaseModel):
         return value
 
 
+class WebhookConfig(BaseModel):
+    """``[[webhooks]]``: an endpoint a tenant's events are POSTed to (one per tenant and URL).
+
+    Without ``secret`` one is made when the endpoint is first created (rotate it with the
+    ``updateWebhookEndpoint`` mutation to learn it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = Field(pattern=SLUG.pattern)
+    url: str
+    events: tuple[str, ...]
+    secret: SecretStr | None = None
+    description: str = Field(default="", max_length=500)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            return check_url(value)
+        except WebhookRefused:
+            raise ValueError("an absolute http:// or https:// URL") from None
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return check_event_types(value)
+        except WebhookRefused as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("secret")
+    @classmethod
+    def _standard_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_secret(value.get_secret_value())
+            except WebhookRefused as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+
 class Topology(BaseModel):
-    """The tenants and warehouses declared in the TOML file."""
+    """The tenants, warehouses and webhook endpoints declared in the TOML file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenants: tuple[TenantConfig, ...] = ()
     warehouses: tuple[WarehouseConfig, ...] = ()
+    webhooks: tuple[WebhookConfig, ...] = ()
 
     def check(self) -> Topology:
         tenants = {t.id for t in self.tenants}
@@ -165,6 +226,18 @@ class Topology(BaseModel):
                     f"warehouses[{i}].connector_id: {wh.resolved_connector_id!r} is not unique"
                 )
             seen_connectors.add(wh.resolved_connector_id)
+        seen_urls: set[tuple[str, str]] = set()
+        for i, hook in enumerate(self.webhooks):
+            if hook.tenant not in tenants:
+                raise ConfigError(
+                    f"webhooks[{i}].tenant: expected one of the declared tenants "
+                    f"({', '.join(sorted(tenants)) or 'none'}), got {hook.tenant!r}"
+                )
+            if (hook.tenant, hook.url) in seen_urls:
+                raise ConfigError(
+                    f"webhooks[{i}].url: {hook.url!r} appears twice for {hook.tenant}"
+                )
+            seen_urls.add((hook.tenant, hook.url))
         return self
 
 
@@ -210,6 +283,16 @@ class Settings(BaseSettings):
     cost_bucket_size: float = Field(default=2000.0, gt=0, le=1e12)
     cost_restore_rate: float = Field(default=100.0, gt=0, le=1e12)
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+    webhook_retry_schedule: tuple[float, ...] = Field(default=DEFAULT_RETRY_DELAYS, min_length=1)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    webhook_max_in_flight: int = Field(default=4, ge=1, le=1000)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _positive_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("a JSON list of delays in seconds, each above zero")
+        return value
 
     @field_validator("cost_bucket_size")
     @classmethod

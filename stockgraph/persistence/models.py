@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     ForeignKeyConstraint,
@@ -350,3 +351,97 @@ class OutboxPrunedRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     through_id: Mapped[int] = mapped_column(BigIntId)
     pruned_at: Mapped[datetime | None]
+
+
+_DELIVERY_STATUSES = ("PENDING", "DELIVERED", "FAILING", "DEAD", "DISABLED")
+_TRIGGERS = ("SCHEDULE", "REPLAY")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class WebhookEndpointRow(Base):
+    """Where a tenant's events are POSTed, signed with ``secret`` (``whsec_...``).
+
+    ``event_types`` is a JSON list of outbox topics. One endpoint per (tenant, URL). It
+    hears of events committed after it was created: those past ``since_event_id``.
+    """
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (UniqueConstraint("tenant_id", "url", name="uq_webhook_endpoints_tenant_url"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(200))
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    since_event_id: Mapped[int] = mapped_column(BigInteger)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class WebhookDeliveryRow(Base):
+    """One outbox event for one endpoint; ``id`` is the ``webhook-id`` of every attempt.
+
+    ``body`` is the exact JSON sent. ``next_attempt_at`` is when the sender may take it;
+    taking it moves it forward by a lease, so no two senders attempt it at once.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_tenant", "tenant_id", "event_id", "endpoint_id"),
+        CheckConstraint(_one_of("status", _DELIVERY_STATUSES), name="status_known"),
+        CheckConstraint(_one_of("next_trigger", _TRIGGERS), name="next_trigger_known"),
+        CheckConstraint("attempt_count >= 0", name="attempt_count_not_negative"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    attempt_count: Mapped[int]
+    next_attempt_at: Mapped[datetime | None]
+    next_trigger: Mapped[str] = mapped_column(String(16))
+    leased_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+
+class WebhookAttemptRow(Base):
+    """One POST of a delivery: its answer (None when none came), how long it took, why."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (
+        Index("ix_webhook_attempts_delivery", "delivery_id", "id"),
+        CheckConstraint(_one_of("trigger", _TRIGGERS), name="trigger_known"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    attempted_at: Mapped[datetime]
+    status_code: Mapped[int | None]
+    duration_ms: Mapped[int]
+    error: Mapped[str | None] = mapped_column(String(500))
+    trigger: Mapped[str] = mapped_column(String(16))
+
+
+class WebhookCursorRow(Base):
+    """How far the webhook dispatcher has read the outbox: one row, locked while it moves."""
+
+    __tablename__ = "webhook_cursor"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]

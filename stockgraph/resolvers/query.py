@@ -12,6 +12,8 @@ from stockgraph.auth.scopes import Scope
 from stockgraph.domain.ids import Sku, WarehouseId
 from stockgraph.domain.model import GeoPoint as DomainGeoPoint
 from stockgraph.domain.model import LevelSource as DomainLevelSource
+from stockgraph.domain.webhooks import DeliveryStatus as DomainDeliveryStatus
+from stockgraph.resolvers.mutation import webhook_service
 from stockgraph.schema.context import Info
 from stockgraph.schema.errors import BadUserInput
 from stockgraph.schema.relay import Connection, connection, from_cursor, from_global_id
@@ -27,6 +29,13 @@ from stockgraph.schema.types import (
     Warehouse,
     WarehouseAvailability,
     warehouse_by_global_id,
+)
+from stockgraph.schema.webhooks import (
+    ENDPOINT_TYPE,
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    endpoint_key,
 )
 
 _SOURCES = {source: LevelSource(source.value) for source in DomainLevelSource}
@@ -307,3 +316,70 @@ class Query:
             )
             for h in info.context.services.operations.health(info.context.principal.tenant_id)
         ]
+
+    @strawberry.field(description="The tenant's webhook endpoints, oldest first (ops:admin).")
+    async def webhook_endpoints(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[WebhookEndpoint]:
+        service = webhook_service(info)
+        limit = info.context.limits.page_size(first)
+        cursor = from_cursor(after)
+        if cursor is not None and not cursor.isdigit():
+            raise BadUserInput(f"{after!r} is not a cursor of this list", argument="after")
+        rows, has_next = await service.endpoints(
+            info.context.principal.tenant_id,
+            after_id=int(cursor) if cursor else None,
+            limit=limit,
+        )
+        return connection(
+            [(str(e.id), WebhookEndpoint.of(e)) for e in rows],
+            has_next=has_next,
+            has_previous=cursor is not None,
+        )
+
+    @strawberry.field(
+        description=(
+            "Outbound webhook deliveries, newest first, with their attempts (ops:admin); "
+            "`endpointId` and `status` narrow them."
+        )
+    )
+    async def deliveries(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        endpoint_id: strawberry.ID | None = None,
+        status: list[DeliveryStatus] | None = None,
+    ) -> Connection[WebhookDelivery]:
+        service = webhook_service(info)
+        limit = info.context.limits.page_size(first)
+        tenant = info.context.principal.tenant_id
+        before = _delivery_position(after)
+        endpoint: int | None = None
+        if endpoint_id is not None:
+            from_global_id(endpoint_id, ENDPOINT_TYPE)  # a malformed id is bad input
+            endpoint = endpoint_key(tenant, endpoint_id)
+            if endpoint is None:  # another tenant's endpoint: none of its deliveries
+                return connection([], has_next=False, has_previous=before is not None)
+        rows, has_next = await service.deliveries(
+            tenant,
+            before=before,
+            limit=limit,
+            endpoint_id=endpoint,
+            statuses=None if status is None else [DomainDeliveryStatus(s.value) for s in status],
+        )
+        return connection(
+            [(f"{d.event_id}:{d.endpoint.id}", WebhookDelivery.of(d)) for d in rows],
+            has_next=has_next,
+            has_previous=before is not None,
+        )
+
+
+def _delivery_position(after: str | None) -> tuple[int, int] | None:
+    cursor = from_cursor(after)
+    if cursor is None:
+        return None
+    event, _, endpoint = cursor.partition(":")
+    if not event.isdigit() or not endpoint.isdigit():
+        raise BadUserInput(f"{after!r} is not a cursor of this list", argument="after")
+    return int(event), int(endpoint)

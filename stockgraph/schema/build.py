@@ -22,6 +22,7 @@ from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
+from stockgraph.resolvers.mutation import Mutation
 from stockgraph.resolvers.query import Query
 from stockgraph.resolvers.subscription import Subscription
 from stockgraph.schema.context import Context
@@ -124,6 +125,7 @@ def build_schema(limits: SchemaLimits | None = None) -> StockgraphSchema:
     ]
     schema = StockgraphSchema(
         query=Query,
+        mutation=Mutation,
         subscription=Subscription,
         # Only @key is used; 2.3 composes with every Federation 2 gateway still in service.
         federation_version="2.3",

@@ -22,6 +22,7 @@ from stockgraph.services.inventory import InventoryService
 from stockgraph.services.live import LiveReads, UpstreamUse
 from stockgraph.services.operations import OperationsService
 from stockgraph.services.ports import CostBuckets
+from stockgraph.services.webhooks import WebhookService
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,8 @@ class Services:
     live: LiveReads | None = None
     feed: EventFeed | None = None
     """Committed events for subscriptions; None where nothing is published."""
+    webhooks: WebhookService | None = None
+    """Outbound webhook endpoints and deliveries; None where none are sent."""
 
 
 @dataclass

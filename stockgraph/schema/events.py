@@ -9,7 +9,7 @@ from typing import Any
 import strawberry
 
 from stockgraph.domain.events import OutboxEvent
-from stockgraph.schema.relay import to_cursor, to_global_id
+from stockgraph.domain.global_ids import event_cursor, to_global_id
 from stockgraph.schema.types import InventoryLevel, LevelSource, Warehouse
 
 
@@ -116,10 +116,6 @@ class SyncAlert:
             ),
             occurred_at=_instant(payload.get("occurredAt")),
         )
-
-
-def event_cursor(event_id: int) -> str:
-    return to_cursor(f"event:{event_id}")
 
 
 __all__ = ["StockChange", "StockDelta", "SyncAlert", "event_cursor"]

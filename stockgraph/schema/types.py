@@ -10,6 +10,7 @@ import strawberry
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain import model
 from stockgraph.domain.availability import WarehouseAvailability as DomainWarehouseAvailability
+from stockgraph.domain.global_ids import warehouse_id
 from stockgraph.schema.context import Info
 from stockgraph.schema.relay import from_global_id, to_global_id
 
@@ -40,7 +41,7 @@ class Warehouse:
     @classmethod
     def of(cls, w: model.Warehouse) -> Warehouse:
         return cls(
-            id=strawberry.ID(to_global_id("Warehouse", w.tenant_id, w.code)),
+            id=strawberry.ID(warehouse_id(w.tenant_id, w.code)),
             code=w.code,
             name=w.name,
             region=w.region,
@@ -202,3 +203,12 @@ class ConnectorHealth:
     risk_score: float
     last_error: str | None
     warehouse: Warehouse | None
+
+
+@strawberry.type(description="A business rule refused a mutation; nothing was changed.")
+class UserError:
+    field: list[str] | None = strawberry.field(
+        description='The path to the input at fault, such as `["input", "url"]`.'
+    )
+    message: str
+    code: str = strawberry.field(description="NOT_FOUND, INVALID_URL, ENDPOINT_DISABLED, ...")

@@ -24,6 +24,7 @@ from stockgraph.domain.model import (
     Warehouse,
     WarehouseSpec,
 )
+from stockgraph.domain.webhooks import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 
 class CatalogReader(Protocol):
@@ -215,3 +216,70 @@ class EventBus(Protocol):
         self, tenant_id: TenantId, accept: Callable[[OutboxEvent], bool] = ...
     ) -> EventStream:
         """Live events of the tenant that ``accept`` takes (all by default)."""
+
+
+class WebhookStore(Protocol):
+    """Outbound webhook endpoints and their deliveries, always within one tenant.
+
+    Methods that find nothing of the tenant return None (or False); business refusals
+    (a URL the tenant already uses, a replay to a disabled endpoint) raise
+    :class:`~stockgraph.domain.webhooks.WebhookRefused`.
+    """
+
+    async def create_endpoint(
+        self,
+        tenant_id: TenantId,
+        *,
+        url: str,
+        secret: str,
+        event_types: Sequence[str],
+        description: str,
+        now: datetime,
+    ) -> WebhookEndpoint:
+        """A new, enabled endpoint; ``URL_TAKEN`` if the tenant has one with this URL."""
+
+    async def endpoint(self, tenant_id: TenantId, endpoint_id: int) -> WebhookEndpoint | None: ...
+
+    async def endpoint_by_url(self, tenant_id: TenantId, url: str) -> WebhookEndpoint | None: ...
+
+    async def endpoints(
+        self, tenant_id: TenantId, *, after_id: int | None, limit: int
+    ) -> Sequence[WebhookEndpoint]:
+        """In the order they were created, strictly after ``after_id``."""
+
+    async def update_endpoint(
+        self,
+        tenant_id: TenantId,
+        endpoint_id: int,
+        *,
+        now: datetime,
+        url: str | None = None,
+        event_types: Sequence[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+        disabled_reason: str = ...,
+        secret: str | None = None,
+    ) -> WebhookEndpoint | None:
+        """Change what is given. Enabling requeues the endpoint's ``DISABLED`` deliveries,
+        due now; disabling parks its undelivered ones as ``DISABLED``."""
+
+    async def delete_endpoint(self, tenant_id: TenantId, endpoint_id: int) -> bool:
+        """Remove the endpoint, its deliveries and their attempts."""
+
+    async def deliveries(
+        self,
+        tenant_id: TenantId,
+        *,
+        before: tuple[int, int] | None,
+        limit: int,
+        endpoint_id: int | None = None,
+        statuses: Sequence[DeliveryStatus] | None = None,
+    ) -> Sequence[WebhookDelivery]:
+        """Newest first by (event id, endpoint id), strictly before ``before``, each with
+        its attempts."""
+
+    async def replay(
+        self, tenant_id: TenantId, delivery_id: str, *, now: datetime
+    ) -> WebhookDelivery:
+        """Queue a fresh attempt now (same ``webhook-id``); ``NOT_FOUND`` or
+        ``ENDPOINT_DISABLED`` refuse it."""

@@ -270,7 +270,7 @@ def test_health_and_readiness(demo: Demo) -> None:
     assert httpx.get(f"{demo.base}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{demo.base}/readyz").json()
     assert ready["status"] == "ready"
-    assert set(ready["checks"]) == {"database", "cache", "bus"}
+    assert set(ready["checks"]) == {"database", "cache", "bus", "webhooks"}
 
 
 def test_jwks_lists_no_secret_for_hs256(demo: Demo) -> None:

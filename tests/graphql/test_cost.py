@@ -76,6 +76,40 @@ PRICES: dict[str, list[tuple[str, dict[str, Any], int]]] = {
         )
     ],
     "_service": [("{ _service { sdl } }", {}, 1)],
+    # connection 1 + 2 edges x (edge 1 + node 1)
+    "webhookEndpoints": [("{ webhookEndpoints(first: 2) { edges { node { id url } } } }", {}, 5)],
+    "deliveries": [
+        # connection 1 + 2 edges x (edge 1 + node 1 + endpoint 1 + 5 attempts assumed)
+        (
+            "{ deliveries(first: 2, status: [DEAD]) { edges { node { id endpoint { id } "
+            "attempts { statusCode } } } } }",
+            {},
+            17,
+        )
+    ],
+}
+
+# Every Mutation field, priced: 10 each on top of its selection (payload 1, its objects,
+# lists of user errors assumed 5).
+MUTATION_PRICES: dict[str, tuple[str, int]] = {
+    "replayDelivery": (
+        'mutation { replayDelivery(input: {id: "x"}) { delivery { id } userErrors { code } } }',
+        1 + 1 + 5 + 10,
+    ),
+    "createWebhookEndpoint": (
+        'mutation { createWebhookEndpoint(input: {url: "https://a.example", eventTypes: []}) '
+        "{ endpoint { id } secret userErrors { code } } }",
+        1 + 1 + 5 + 10,
+    ),
+    "updateWebhookEndpoint": (
+        'mutation { updateWebhookEndpoint(input: {id: "x", enabled: true}) '
+        "{ endpoint { id } userErrors { code } } }",
+        1 + 1 + 5 + 10,
+    ),
+    "deleteWebhookEndpoint": (
+        'mutation { deleteWebhookEndpoint(input: {id: "x"}) { deletedId userErrors { code } } }',
+        1 + 5 + 10,
+    ),
 }
 
 
@@ -94,6 +128,18 @@ def test_the_requested_cost_follows_the_rules(
     document: str, variables: dict[str, Any], cost: int
 ) -> None:
     assert analyse(SCHEMA, parse(document), None, variables, SIZES).requested == cost
+
+
+def test_every_mutation_field_has_a_price() -> None:
+    mutation = SCHEMA.mutation_type
+    assert mutation is not None
+    assert set(mutation.fields) == set(MUTATION_PRICES)
+
+
+@pytest.mark.parametrize(("document", "cost"), list(MUTATION_PRICES.values()))
+def test_mutations_are_priced_at_ten_on_top_of_their_selection(document: str, cost: int) -> None:
+    analysis = analyse(SCHEMA, parse(document), None, {}, SIZES)
+    assert (analysis.requested, analysis.mutations) == (cost, 1)
 
 
 def test_introspection_is_free() -> None:

@@ -14,6 +14,7 @@ from tests.graphql.helpers import _SCHEMA, run
 
 ACME_WH = to_global_id("Warehouse", "acme", "WH-00")
 ACME_ITEM_ALIAS = "AC000001"
+ACME_ENDPOINT = to_global_id("WebhookEndpoint", "acme", "1")
 
 # Each case: a query of globex asking for acme's things, and what globex must get.
 CASES: dict[str, tuple[str, dict[str, Any], Any]] = {
@@ -75,6 +76,17 @@ CASES: dict[str, tuple[str, dict[str, Any], Any]] = {
     ),
     "syncHealth": ("{ syncHealth { connectorId } }", {}, {"syncHealth": []}),
     "_service": ("{ _service { sdl } }", {}, None),
+    "webhookEndpoints": (
+        "{ webhookEndpoints { edges { node { id url } } } }",
+        {},
+        {"webhookEndpoints": {"edges": []}},
+    ),
+    "deliveries": (
+        "query($e: ID){ a: deliveries { edges { node { id } } }"
+        " b: deliveries(endpointId: $e) { edges { node { id } } } }",
+        {"e": ACME_ENDPOINT},
+        {"a": {"edges": []}, "b": {"edges": []}},
+    ),
 }
 
 

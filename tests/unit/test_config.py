@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,17 @@ def test_a_topology_file_is_read(tmp_path: Path) -> None:
         load_topology(path)
     with pytest.raises(ConfigError, match="no file at"):
         load_topology(tmp_path / "missing.toml")
+
+
+def test_declared_webhooks_name_a_tenant_an_http_url_and_known_events() -> None:
+    tenants = [{"id": "acme", "name": "Acme"}]
+    good = {"tenant": "acme", "url": "https://oms.example/hooks", "events": ["sync.alert"]}
+    assert parse_topology({"tenants": tenants, "webhooks": [good]}).webhooks[0].secret is None
+    for wrong, says in (
+        ({**good, "tenant": "globex"}, "webhooks[0].tenant"),
+        ({**good, "url": "ftp://oms.example"}, "webhooks[0].url"),
+        ({**good, "events": ["order.shipped"]}, "webhooks[0].events"),
+        ({**good, "secret": "whsec_c2hvcnQ="}, "webhooks[0].secret"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            parse_topology({"tenants": tenants, "webhooks": [wrong]})

@@ -17,6 +17,8 @@ async def test_the_readme_topology_example_is_valid() -> None:
     block = re.search(r"```toml\n# stockgraph.toml\n(.*?)```", README.read_text(), re.S)
     assert block is not None
     topology = parse_topology(tomllib.loads(block.group(1)))
+    [hook] = topology.webhooks
+    assert (hook.tenant, hook.events) == ("acme", ("stock.changed", "sync.alert"))
     warehouse = topology.warehouses[0]
     settings = dict(warehouse.connection)
     mapping = instance_mapping(settings, warehouse_code=warehouse.code, connector_id="readme")

@@ -1,0 +1,426 @@
+"""Webhook endpoints and deliveries as operators manage them (the services' port).
+
+What the dispatcher and the sender do to deliveries is in :mod:`.webhook_queue`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from stockgraph.domain.ids import TenantId
+from stockgraph.domain.webhooks import (
+    OPEN_STATUSES,
+    AttemptTrigger,
+    DeliveryAttempt,
+    DeliveryStatus,
+    RefusalCode,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookRefused,
+)
+from stockgraph.persistence.models import (
+    OutboxEventRow,
+    WebhookAttemptRow,
+    WebhookDeliveryRow,
+    WebhookEndpointRow,
+)
+
+_outbox = cast(Table, OutboxEventRow.__table__)
+_endpoints = cast(Table, WebhookEndpointRow.__table__)
+_deliveries = cast(Table, WebhookDeliveryRow.__table__)
+_attempts = cast(Table, WebhookAttemptRow.__table__)
+
+_ENDPOINT_COLUMNS = (
+    _endpoints.c.id,
+    _endpoints.c.tenant_id,
+    _endpoints.c.url,
+    _endpoints.c.event_types,
+    _endpoints.c.description,
+    _endpoints.c.enabled,
+    _endpoints.c.disabled_reason,
+    _endpoints.c.disabled_at,
+    _endpoints.c.created_at,
+    _endpoints.c.updated_at,
+)
+
+_DELIVERY_COLUMNS = (
+    *(column.label(f"endpoint_{column.name}") for column in _ENDPOINT_COLUMNS),
+    _deliveries.c.id,
+    _deliveries.c.tenant_id,
+    _deliveries.c.event_id,
+    _deliveries.c.event_type,
+    _deliveries.c.body,
+    _deliveries.c.status,
+    _deliveries.c.attempt_count,
+    _deliveries.c.next_attempt_at,
+    _deliveries.c.created_at,
+    _deliveries.c.delivered_at,
+)
+
+
+def endpoint_of(row: Any) -> WebhookEndpoint:
+    return WebhookEndpoint(
+        id=int(row.id),
+        tenant_id=TenantId(row.tenant_id),
+        url=row.url,
+        event_types=tuple(row.event_types),
+        description=row.description,
+        enabled=bool(row.enabled),
+        disabled_reason=row.disabled_reason,
+        disabled_at=row.disabled_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _url_taken(url: str) -> WebhookRefused:
+    return WebhookRefused(
+        RefusalCode.URL_TAKEN, f"an endpoint of yours already has the URL {url!r}", field="url"
+    )
+
+
+async def disable_endpoint(
+    conn: AsyncConnection, endpoint_id: int, *, reason: str, now: datetime
+) -> None:
+    """Disable an endpoint and park its undelivered deliveries as ``DISABLED``."""
+    await conn.execute(
+        update(_endpoints)
+        .where(_endpoints.c.id == endpoint_id)
+        .values(enabled=False, disabled_reason=reason, disabled_at=now, updated_at=now)
+    )
+    await conn.execute(
+        update(_deliveries)
+        .where(
+            _deliveries.c.endpoint_id == endpoint_id,
+            _deliveries.c.status.in_([s.value for s in OPEN_STATUSES]),
+        )
+        .values(status=DeliveryStatus.DISABLED.value, next_attempt_at=None)
+    )
+
+
+class SqlWebhookStore:
+    """Implements the services' ``WebhookStore`` port; every query names the tenant."""
+
+    def __init__(self, *, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create_endpoint(
+        self,
+        tenant_id: TenantId,
+        *,
+        url: str,
+        secret: str,
+        event_types: Sequence[str],
+        description: str,
+        now: datetime,
+    ) -> WebhookEndpoint:
+        try:
+            async with self._engine.begin() as conn:
+                taken = await conn.scalar(
+                    select(_endpoints.c.id).where(
+                        _endpoints.c.tenant_id == tenant_id, _endpoints.c.url == url
+                    )
+                )
+                if taken is not None:
+                    raise _url_taken(url)
+                since = await conn.scalar(select(func.coalesce(func.max(_outbox.c.id), 0)))
+                new_id = await conn.scalar(
+                    insert(_endpoints)
+                    .values(
+                        tenant_id=tenant_id,
+                        url=url,
+                        secret=secret,
+                        event_types=list(event_types),
+                        description=description,
+                        enabled=True,
+                        since_event_id=int(since or 0),
+                        disabled_reason=None,
+                        disabled_at=None,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(_endpoints.c.id)
+                )
+                found = await self._endpoint(conn, tenant_id, int(cast(int, new_id)))
+        except IntegrityError:
+            raise _url_taken(url) from None
+        if found is None:
+            raise RuntimeError(f"endpoint {new_id} vanished inside its own transaction")
+        return found
+
+    async def _endpoint(
+        self, conn: AsyncConnection, tenant_id: TenantId, endpoint_id: int
+    ) -> WebhookEndpoint | None:
+        row = (
+            await conn.execute(
+                select(*_ENDPOINT_COLUMNS).where(
+                    _endpoints.c.tenant_id == tenant_id, _endpoints.c.id == endpoint_id
+                )
+            )
+        ).first()
+        return None if row is None else endpoint_of(row)
+
+    async def endpoint(self, tenant_id: TenantId, endpoint_id: int) -> WebhookEndpoint | None:
+        async with self._engine.connect() as conn:
+            return await self._endpoint(conn, tenant_id, endpoint_id)
+
+    async def endpoint_by_url(self, tenant_id: TenantId, url: str) -> WebhookEndpoint | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_ENDPOINT_COLUMNS).where(
+                        _endpoints.c.tenant_id == tenant_id, _endpoints.c.url == url
+                    )
+                )
+            ).first()
+        return None if row is None else endpoint_of(row)
+
+    async def endpoints(
+        self, tenant_id: TenantId, *, after_id: int | None, limit: int
+    ) -> Sequence[WebhookEndpoint]:
+        """The tenant's endpoints in the order they were created, after ``after_id``."""
+        query = select(*_ENDPOINT_COLUMNS).where(_endpoints.c.tenant_id == tenant_id)
+        if after_id is not None:
+            query = query.where(_endpoints.c.id > after_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(_endpoints.c.id).limit(limit))).all()
+        return [endpoint_of(row) for row in rows]
+
+    async def update_endpoint(
+        self,
+        tenant_id: TenantId,
+        endpoint_id: int,
+        *,
+        now: datetime,
+        url: str | None = None,
+        event_types: Sequence[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+        disabled_reason: str = "disabled by an operator",
+        secret: str | None = None,
+    ) -> WebhookEndpoint | None:
+        """Change what is given; None when the tenant has no such endpoint.
+
+        Enabling a disabled endpoint queues its ``DISABLED`` deliveries again, due now;
+        disabling one parks its undelivered deliveries as ``DISABLED``.
+        """
+        try:
+            async with self._engine.begin() as conn:
+                before = await self._endpoint(conn, tenant_id, endpoint_id)
+                if before is None:
+                    return None
+                values: dict[str, Any] = {"updated_at": now}
+                if url is not None and url != before.url:
+                    taken = await conn.scalar(
+                        select(_endpoints.c.id).where(
+                            _endpoints.c.tenant_id == tenant_id, _endpoints.c.url == url
+                        )
+                    )
+                    if taken is not None:
+                        raise _url_taken(url)
+                    values["url"] = url
+                if event_types is not None:
+                    values["event_types"] = list(event_types)
+                if description is not None:
+                    values["description"] = description
+                if secret is not None:
+                    values["secret"] = secret
+                await conn.execute(
+                    update(_endpoints).where(_endpoints.c.id == endpoint_id).values(**values)
+                )
+                if enabled is True and not before.enabled:
+                    await self._enable(conn, endpoint_id, now)
+                elif enabled is False and before.enabled:
+                    await disable_endpoint(conn, endpoint_id, reason=disabled_reason, now=now)
+                return await self._endpoint(conn, tenant_id, endpoint_id)
+        except IntegrityError:
+            raise _url_taken(url or "") from None
+
+    async def _enable(self, conn: AsyncConnection, endpoint_id: int, now: datetime) -> None:
+        await conn.execute(
+            update(_endpoints)
+            .where(_endpoints.c.id == endpoint_id)
+            .values(enabled=True, disabled_reason=None, disabled_at=None, updated_at=now)
+        )
+        await conn.execute(
+            update(_deliveries)
+            .where(
+                _deliveries.c.endpoint_id == endpoint_id,
+                _deliveries.c.status == DeliveryStatus.DISABLED.value,
+            )
+            .values(status=DeliveryStatus.PENDING.value, next_attempt_at=now)
+        )
+
+    async def delete_endpoint(self, tenant_id: TenantId, endpoint_id: int) -> bool:
+        """Remove an endpoint with its deliveries and their attempts."""
+        async with self._engine.begin() as conn:
+            ids = select(_deliveries.c.id).where(_deliveries.c.endpoint_id == endpoint_id)
+            owned = await self._endpoint(conn, tenant_id, endpoint_id)
+            if owned is None:
+                return False
+            await conn.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(ids)))
+            await conn.execute(delete(_deliveries).where(_deliveries.c.endpoint_id == endpoint_id))
+            await conn.execute(delete(_endpoints).where(_endpoints.c.id == endpoint_id))
+        return True
+
+    async def deliveries(
+        self,
+        tenant_id: TenantId,
+        *,
+        before: tuple[int, int] | None,
+        limit: int,
+        endpoint_id: int | None = None,
+        statuses: Sequence[DeliveryStatus] | None = None,
+    ) -> Sequence[WebhookDelivery]:
+        """Newest first (by event, then endpoint), strictly before ``before``, with their
+        attempts: two statements whatever the page size."""
+        d = _deliveries
+        query = (
+            select(*_DELIVERY_COLUMNS)
+            .select_from(_deliveries)
+            .join(_endpoints, _endpoints.c.id == d.c.endpoint_id)
+            .where(d.c.tenant_id == tenant_id)
+        )
+        if before is not None:
+            event_id, endpoint = before
+            query = query.where(
+                or_(
+                    d.c.event_id < event_id,
+                    and_(d.c.event_id == event_id, d.c.endpoint_id < endpoint),
+                )
+            )
+        if endpoint_id is not None:
+            query = query.where(d.c.endpoint_id == endpoint_id)
+        if statuses is not None:
+            query = query.where(d.c.status.in_([s.value for s in statuses]))
+        query = query.order_by(d.c.event_id.desc(), d.c.endpoint_id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            attempts = await _attempts_of(conn, [row.id for row in rows])
+        return [_delivery_of(row, attempts.get(row.id, ())) for row in rows]
+
+    async def delivery(self, tenant_id: TenantId, delivery_id: str) -> WebhookDelivery | None:
+        async with self._engine.connect() as conn:
+            return await self._delivery(conn, tenant_id, delivery_id)
+
+    async def _delivery(
+        self, conn: AsyncConnection, tenant_id: TenantId, delivery_id: str
+    ) -> WebhookDelivery | None:
+        d = _deliveries
+        row = (
+            await conn.execute(
+                select(*_DELIVERY_COLUMNS)
+                .select_from(_deliveries)
+                .join(_endpoints, _endpoints.c.id == d.c.endpoint_id)
+                .where(d.c.tenant_id == tenant_id, d.c.id == delivery_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        attempts = await _attempts_of(conn, [row.id])
+        return _delivery_of(row, attempts.get(row.id, ()))
+
+    async def replay(
+        self, tenant_id: TenantId, delivery_id: str, *, now: datetime
+    ) -> WebhookDelivery:
+        """Queue a fresh attempt now, whatever the delivery's state.
+
+        One in flight is not taken again before its attempt is recorded: the replay then
+        follows it at once.
+        """
+        async with self._engine.begin() as conn:
+            found = await self._delivery(conn, tenant_id, delivery_id)
+            if found is None:
+                raise WebhookRefused(
+                    RefusalCode.NOT_FOUND, f"no delivery {delivery_id!r} of yours", field="id"
+                )
+            if not found.endpoint.enabled:
+                raise WebhookRefused(
+                    RefusalCode.ENDPOINT_DISABLED,
+                    f"the endpoint {found.endpoint.url!r} is disabled; enable it first",
+                    field="id",
+                )
+            await conn.execute(
+                update(_deliveries)
+                .where(_deliveries.c.id == delivery_id)
+                .values(
+                    status=DeliveryStatus.PENDING.value,
+                    next_attempt_at=now,
+                    next_trigger=AttemptTrigger.REPLAY.value,
+                )
+            )
+            replayed = await self._delivery(conn, tenant_id, delivery_id)
+        if replayed is None:
+            raise RuntimeError(f"delivery {delivery_id} vanished inside its own transaction")
+        return replayed
+
+
+async def _attempts_of(
+    conn: AsyncConnection, delivery_ids: Sequence[str]
+) -> dict[str, tuple[DeliveryAttempt, ...]]:
+    if not delivery_ids:
+        return {}
+    a = _attempts
+    rows = (
+        await conn.execute(
+            select(
+                a.c.delivery_id,
+                a.c.attempted_at,
+                a.c.status_code,
+                a.c.duration_ms,
+                a.c.error,
+                a.c.trigger,
+            )
+            .where(a.c.delivery_id.in_(list(delivery_ids)))
+            .order_by(a.c.id)
+        )
+    ).all()
+    found: dict[str, list[DeliveryAttempt]] = {}
+    for row in rows:
+        found.setdefault(row.delivery_id, []).append(
+            DeliveryAttempt(
+                attempted_at=row.attempted_at,
+                status_code=row.status_code,
+                duration_ms=int(row.duration_ms),
+                error=row.error,
+                trigger=AttemptTrigger(row.trigger),
+            )
+        )
+    return {key: tuple(value) for key, value in found.items()}
+
+
+def _delivery_of(row: Any, attempts: Sequence[DeliveryAttempt]) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row.id,
+        tenant_id=TenantId(row.tenant_id),
+        endpoint=WebhookEndpoint(
+            id=int(row.endpoint_id),
+            tenant_id=TenantId(row.endpoint_tenant_id),
+            url=row.endpoint_url,
+            event_types=tuple(row.endpoint_event_types),
+            description=row.endpoint_description,
+            enabled=bool(row.endpoint_enabled),
+            disabled_reason=row.endpoint_disabled_reason,
+            disabled_at=row.endpoint_disabled_at,
+            created_at=row.endpoint_created_at,
+            updated_at=row.endpoint_updated_at,
+        ),
+        event_id=int(row.event_id),
+        event_type=row.event_type,
+        body=row.body,
+        status=DeliveryStatus(row.status),
+        attempt_count=int(row.attempt_count),
+        next_attempt_at=row.next_attempt_at,
+        created_at=row.created_at,
+        delivered_at=row.delivered_at,
+        attempts=tuple(attempts),
+    )
+
+
+__all__ = ["SqlWebhookStore", "disable_endpoint", "endpoint_of"]

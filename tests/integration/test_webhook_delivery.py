@@ -1,0 +1,315 @@
+"""Outbound webhooks end to end over a real database: outages, dead letters, replays, 410,
+Retry-After, a hanging endpoint beside a healthy one, and several processes at once.
+
+Tests taking ``database_url`` run on SQLite and on PostgreSQL. Time is a clock moved by
+hand: nothing here sleeps through a retry delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from email.utils import format_datetime
+
+import httpx
+import orjson
+import pytest
+
+from stockgraph.app import Runtime
+from stockgraph.domain.global_ids import event_cursor, warehouse_id
+from stockgraph.domain.webhooks import DEFAULT_RETRY_DELAYS, DeliveryStatus
+from stockgraph.events.dispatch import Dispatcher
+from stockgraph.persistence.migrate import upgrade
+from stockgraph.persistence.webhook_queue import SqlWebhookQueue
+from tests.graphql.helpers import run
+from tests.integration.webhook_world import (
+    Clock,
+    Receiver,
+    alerts,
+    build,
+    deliveries,
+    new_tenant,
+    send_round,
+    signature_holds,
+    statuses,
+    stock_changes,
+)
+
+URL = "https://backend.example/hooks"
+SLOW = "https://slow.example/hooks"
+
+
+@pytest.fixture
+async def world(database_url: str) -> AsyncIterator[tuple[Runtime, Receiver, Clock]]:
+    await upgrade(database_url)
+    receiver, clock = Receiver(), Clock()
+    runtime = build(database_url, receiver, clock)
+    try:
+        yield runtime, receiver, clock
+    finally:
+        await runtime.close()
+
+
+async def test_an_outage_ends_with_every_event_delivered_exactly_once(
+    world: tuple[Runtime, Receiver, Clock],
+) -> None:
+    runtime, receiver, clock = world
+    tenant = await new_tenant(runtime)
+    endpoint, secret = await runtime.webhooks.create_endpoint(
+        tenant, url=URL, event_types=["sync.alert", "stock.changed"]
+    )
+    outage_ends = clock.now + timedelta(seconds=60)
+
+    async def down_for_a_minute(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(503 if clock.now < outage_ends else 200)
+
+    receiver.answers[URL] = down_for_a_minute
+    await alerts(runtime, tenant, 3)
+    code = await stock_changes(runtime, tenant, ["SKU-1", "SKU-2"])
+    for second in range(0, 900, 5):
+        if second == 30:
+            await alerts(runtime, tenant, 2)  # committed in the middle of the outage
+        await send_round(runtime)
+        clock.advance(5)
+
+    found = await deliveries(runtime, tenant)
+    assert len(found) == 7
+    assert statuses(found) == {DeliveryStatus.DELIVERED}
+    delivered = Counter(a.message_id for a in receiver.received(URL, ok=True))
+    assert delivered == Counter({d.id: 1 for d in found})
+    assert receiver.received(URL, ok=False), "the outage was never seen"
+    assert all(signature_holds(a, secret) for a in receiver.arrivals)
+    for delivery in found:
+        codes = [a.status_code for a in delivery.attempts]
+        assert codes[-1] == 200 and set(codes[:-1]) <= {503}, codes
+        assert delivery.attempt_count == len(codes)
+    stock = [orjson.loads(d.body) for d in found if d.event_type == "stock.changed"]
+    assert {s["data"]["sku"] for s in stock} == {"SKU-1", "SKU-2"}
+    assert {s["data"]["warehouseId"] for s in stock} == {warehouse_id(tenant, code)}
+    for delivery in found:
+        body = orjson.loads(delivery.body)
+        assert body["type"] == delivery.event_type
+        assert body["data"]["cursor"] == event_cursor(delivery.event_id)
+        assert body["timestamp"].endswith("Z")
+    assert endpoint.enabled
+
+
+async def test_an_endpoint_that_never_recovers_is_dead_only_after_the_whole_schedule(
+    world: tuple[Runtime, Receiver, Clock],
+) -> None:
+    runtime, receiver, clock = world
+    tenant = await new_tenant(runtime)
+    await runtime.webhooks.create_endpoint(tenant, url=URL, event_types=["sync.alert"])
+
+    async def broken(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(500)
+
+    receiver.answers[URL] = broken
+    await alerts(runtime, tenant, 1)
+    started = clock.now
+    for attempt in range(1, len(DEFAULT_RETRY_DELAYS) + 2):
+        await send_round(runtime)
+        [delivery] = await deliveries(runtime, tenant)
+        assert delivery.attempt_count == attempt
+        if attempt <= len(DEFAULT_RETRY_DELAYS):
+            assert delivery.status is DeliveryStatus.FAILING
+            assert delivery.next_attempt_at is not None
+            clock.to(delivery.next_attempt_at)
+    assert delivery.status is DeliveryStatus.DEAD
+    assert delivery.attempt_count == len(DEFAULT_RETRY_DELAYS) + 1
+    assert (clock.now - started).total_seconds() >= 0.8 * sum(DEFAULT_RETRY_DELAYS)
+    clock.advance(7 * 86400)
+    await send_round(runtime)
+    assert len(receiver.received(URL)) == len(DEFAULT_RETRY_DELAYS) + 1  # dead stays quiet
+
+    del receiver.answers[URL]  # it is back
+    replay = await run(
+        runtime,
+        "mutation($id: ID!){ replayDelivery(input: {id: $id}) {"
+        " delivery { messageId status } userErrors { code } } }",
+        {"id": _delivery_gid(tenant, delivery.id)},
+        tenant=tenant,
+    )
+    assert replay.errors == []
+    assert replay.data["replayDelivery"] == {
+        "delivery": {"messageId": delivery.id, "status": "PENDING"},
+        "userErrors": [],
+    }
+    await send_round(runtime)
+    [after] = await deliveries(runtime, tenant)
+    assert after.status is DeliveryStatus.DELIVERED
+    assert after.attempts[-1].trigger.value == "REPLAY"
+    assert [a.message_id for a in receiver.received(URL, ok=True)] == [delivery.id]
+
+
+async def test_gone_disables_the_endpoint_until_an_operator_enables_it(
+    world: tuple[Runtime, Receiver, Clock],
+) -> None:
+    runtime, receiver, clock = world
+    tenant = await new_tenant(runtime)
+    endpoint, _ = await runtime.webhooks.create_endpoint(
+        tenant, url=URL, event_types=["sync.alert"]
+    )
+
+    async def gone(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(410)
+
+    receiver.answers[URL] = gone
+    await alerts(runtime, tenant, 3)
+    await runtime.dispatcher.dispatch_pending()
+    await runtime.sender.send_due()
+    await runtime.sender.drain()
+    disabled = await runtime.webhooks._store.endpoint(tenant, endpoint.id)
+    assert disabled is not None and not disabled.enabled
+    assert disabled.disabled_reason is not None and "410" in disabled.disabled_reason
+    assert statuses(await deliveries(runtime, tenant)) == {DeliveryStatus.DISABLED}
+    sent = len(receiver.arrivals)
+    await alerts(runtime, tenant, 1)  # kept while disabled, not sent
+    for _ in range(5):
+        clock.advance(3600)
+        await send_round(runtime)
+    assert len(receiver.arrivals) == sent
+    assert len(await deliveries(runtime, tenant)) == 4
+
+    refused = await runtime.webhooks.deliveries(tenant, before=None, limit=1)
+    with pytest.raises(Exception, match="disabled"):
+        await runtime.webhooks.replay(tenant, refused[0][0].id)
+
+    del receiver.answers[URL]
+    await runtime.webhooks.update_endpoint(tenant, endpoint.id, enabled=True)
+    await send_round(runtime)
+    assert statuses(await deliveries(runtime, tenant)) == {DeliveryStatus.DELIVERED}
+    assert len(receiver.received(URL, ok=True)) == 4
+
+
+@pytest.mark.parametrize("kind", ["seconds", "http-date"])
+async def test_retry_after_pushes_the_next_attempt_later(
+    world: tuple[Runtime, Receiver, Clock], kind: str
+) -> None:
+    runtime, receiver, clock = world
+    tenant = await new_tenant(runtime)
+    await runtime.webhooks.create_endpoint(tenant, url=URL, event_types=["sync.alert"])
+
+    async def busy(_: httpx.Request) -> httpx.Response:
+        later = clock.now + timedelta(seconds=3600)
+        value = "3600" if kind == "seconds" else format_datetime(later, usegmt=True)
+        return httpx.Response(429, headers={"Retry-After": value})
+
+    receiver.answers[URL] = busy
+    await alerts(runtime, tenant, 1)
+    await send_round(runtime)
+    [delivery] = await deliveries(runtime, tenant)
+    assert delivery.status is DeliveryStatus.FAILING
+    assert delivery.next_attempt_at is not None
+    wait = (delivery.next_attempt_at - clock.now).total_seconds()
+    assert 3599 <= wait <= 3601  # the schedule alone says 4 to 6 seconds
+    clock.advance(600)
+    await send_round(runtime)
+    assert len(receiver.arrivals) == 1
+
+
+async def test_a_hanging_endpoint_never_holds_back_a_healthy_one(database_url: str) -> None:
+    await upgrade(database_url)
+    receiver, clock = Receiver(), Clock()
+    runtime = build(
+        database_url, receiver, clock, webhook_timeout_seconds=300, webhook_max_in_flight=2
+    )
+    try:
+        tenant = await new_tenant(runtime)
+        await runtime.webhooks.create_endpoint(tenant, url=SLOW, event_types=["sync.alert"])
+        await runtime.webhooks.create_endpoint(tenant, url=URL, event_types=["sync.alert"])
+        never = asyncio.Event()
+
+        async def hang(_: httpx.Request) -> httpx.Response:
+            await never.wait()
+            return httpx.Response(200)
+
+        receiver.answers[SLOW] = hang
+        await alerts(runtime, tenant, 6)
+        await runtime.dispatcher.dispatch_pending()
+
+        async def healthy_all_arrived() -> None:
+            # Arrived, and the attempts that carried them finished (an answer reaches the
+            # receiver a moment before its sender's task records it).
+            while len(receiver.received(URL, ok=True)) < 6 or runtime.sender.in_flight > 2:
+                await runtime.sender.send_due()
+                await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(healthy_all_arrived(), 60)
+        # The slow endpoint is still stuck on its first two, and took no more.
+        assert receiver.received(SLOW) == []
+        assert receiver.active and sum(receiver.active.values()) == 2
+        assert runtime.sender.in_flight == 2
+        found = await deliveries(runtime, tenant)
+        done = {d.endpoint.url: 0 for d in found}
+        for d in found:
+            done[d.endpoint.url] += d.status is DeliveryStatus.DELIVERED
+        assert done == {URL: 6, SLOW: 0}
+    finally:
+        await runtime.close()
+
+
+@pytest.mark.postgres
+async def test_two_processes_queue_each_event_once_and_never_send_an_attempt_twice_at_once(
+    postgres_database_url: str,
+) -> None:
+    url = postgres_database_url
+    await upgrade(url)
+    receiver, clock = Receiver(), Clock()
+
+    async def slowish(_: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.002)
+        return httpx.Response(200)
+
+    receiver.answers[URL] = slowish
+    receiver.answers[SLOW] = slowish
+    one = build(url, receiver, clock, webhook_max_in_flight=8)
+    two = build(url, receiver, clock, webhook_max_in_flight=8)
+    try:
+        tenant = await new_tenant(one)
+        await one.webhooks.create_endpoint(tenant, url=URL, event_types=["sync.alert"])
+        await two.webhooks.create_endpoint(tenant, url=SLOW, event_types=["sync.alert"])
+        dispatchers = [
+            Dispatcher(queue=SqlWebhookQueue(engine=rt.engine), clock=clock, batch=7)
+            for rt in (one, two)
+        ]
+
+        async def produce() -> None:
+            for _ in range(10):
+                await alerts(one, tenant, 6)
+                await asyncio.sleep(0)
+
+        async def dispatch(dispatcher: Dispatcher) -> None:
+            for _ in range(30):
+                await dispatcher.dispatch_pending()
+                await asyncio.sleep(0)
+
+        await asyncio.gather(produce(), *(dispatch(d) for d in dispatchers))
+        await asyncio.gather(*(d.dispatch_pending() for d in dispatchers))
+
+        async def send(runtime: Runtime) -> None:
+            for _ in range(40):
+                await runtime.sender.send_due()
+                await asyncio.sleep(0.003)
+            await runtime.sender.drain()
+
+        await asyncio.gather(send(one), send(two))
+        rows, _ = await one.webhooks.deliveries(tenant, before=None, limit=200)
+        assert len(rows) == 120  # 60 events x 2 endpoints, none twice
+        assert len({(d.event_id, d.endpoint.id) for d in rows}) == 120
+        assert statuses(list(rows)) == {DeliveryStatus.DELIVERED}
+        sent = Counter(a.message_id for a in receiver.arrivals)
+        assert set(sent.values()) == {1} and len(sent) == 120
+        assert receiver.most_at_once == 1
+        assert all(d.attempt_count == 1 for d in rows)
+    finally:
+        await one.close()
+        await two.close()
+
+
+def _delivery_gid(tenant: str, message_id: str) -> str:
+    from stockgraph.domain.global_ids import to_global_id
+
+    return to_global_id("WebhookDelivery", tenant, message_id)
