@@ -42,9 +42,11 @@ from stockgraph.persistence.models import (
     StockMovementRow,
     Tenant,
     WarehouseRow,
+    WebhookCursorRow,
 )
 from stockgraph.persistence.stock_store import SqlStockStore
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
+from stockgraph.persistence.webhook_queue import SqlWebhookQueue
 from stockgraph.services.feed import EventFeed
 from stockgraph.services.ingestion import ConnectorInstance, IngestionService, Receipt
 from tests.ingestion.conftest import SECRET, JsonConnector
@@ -54,6 +56,7 @@ ACTOR = "outbox-test"
 _outbox = cast(Table, OutboxEventRow.__table__)
 _moves = cast(Table, StockMovementRow.__table__)
 _levels = cast(Table, StockLevelRow.__table__)
+_webhook_cursor = cast(Table, WebhookCursorRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -417,6 +420,25 @@ async def test_retention_deletes_old_events_oldest_first_and_refuses_cursors_bef
     replay = feed.follow(site.tenant_id, Topic.STOCK_CHANGED, after=ids[3])
     assert [(await anext(replay)).id, (await anext(replay)).id] == ids[4:]
     await replay.aclose()
+
+
+async def test_retention_keeps_what_the_webhook_dispatcher_has_not_reached(
+    engine: AsyncEngine,
+) -> None:
+    site = await _site(engine)
+    log, queue = SqlEventLog(engine=engine), SqlWebhookQueue(engine=engine)
+    ids = await _aged_events(engine, site, [timedelta(days=30)] * 4)
+    async with engine.begin() as conn:  # the dispatcher has queued the first two only
+        await conn.execute(update(_webhook_cursor).values(event_id=ids[1]))
+    retention = OutboxRetention(
+        outbox=log, keep=timedelta(days=7), held_back_by=queue.position, clock=lambda: NOW
+    )
+
+    assert await retention.prune_once() == 2
+    assert [e.id for e in await log.after(0)] == ids[2:]
+    dispatched = await queue.fan_out(now=NOW)
+    assert dispatched.cursor == ids[3]
+    assert await retention.prune_once() == 2
 
 
 def _at(event_id: int) -> Any:
