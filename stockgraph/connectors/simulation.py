@@ -3,15 +3,16 @@
 A simulator is a real HTTP app with its own wire format (each dialect's ``simulator.py``);
 underneath, :class:`SimulatedWms` holds what a warehouse holds — stock per (WMS SKU,
 location) in eaches, orders, and a log of events numbered by one sequence — and
-:class:`Faults` says how badly it should behave right now. Nothing here knows Stockgraph's
-SKUs or tenants: a simulator only speaks its WMS's own codes.
+:class:`Faults` says how badly it should behave right now; :class:`WebhookPusher` pushes its
+events through those faults, each retried until acknowledged
+(:mod:`stockgraph.connectors.delivery`). Nothing here knows Stockgraph's SKUs or tenants: a
+simulator only speaks its WMS's own codes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stockgraph.connectors.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
+from stockgraph.connectors.delivery import DeliveryRecord, RetrySchedule, WebhookSender
 
 ORDER_FLOW = ("RECEIVED", "PICKED", "PACKED", "SHIPPED")
 
@@ -50,6 +51,9 @@ class Faults:
     """Webhooks held back and sent after the next one."""
     drift_rate: float = 0.0
     """Activity that changes stock without any event (lost scans, theft)."""
+    send_failure_rate: float = 0.0
+    """Webhook attempts that fail in transit, half before reaching Stockgraph and half on
+    the way back (Stockgraph kept it, the sender never heard); the sender retries."""
 
     def update(self, changes: Mapping[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -258,7 +262,14 @@ class FaultGate:
 
 
 class WebhookPusher:
-    """Sends each event to Stockgraph signed, through the drop, duplicate and reorder faults."""
+    """Sends each event to Stockgraph signed, through the drop, duplicate, reorder and
+    transit faults, each delivery retried until acknowledged (see
+    :class:`~stockgraph.connectors.delivery.WebhookSender`, whose ``history`` this keeps).
+
+    With ``in_flight`` above 1 the events are handed to up to that many concurrent
+    deliveries and the caller only waits for a free one; :meth:`drain` sends what is held
+    back and waits for every delivery. With 1 (the default) each call waits for its delivery.
+    """
 
     def __init__(
         self,
@@ -269,16 +280,31 @@ class WebhookPusher:
         rng: random.Random,
         render: Callable[[SimEvent], bytes],
         client: httpx.AsyncClient | None = None,
+        schedule: RetrySchedule | None = None,
+        in_flight: int = 1,
     ) -> None:
-        self.url = url
-        self.secret = secret
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, not {in_flight}")
         self.faults = faults
         self.rng = rng
         self.render = render
         self.client = client or httpx.AsyncClient(timeout=5.0)
+        self.sender = WebhookSender(
+            url=url, secret=secret, client=self.client, faults=faults, rng=rng, schedule=schedule
+        )
+        self.in_flight = in_flight
+        self._slots = asyncio.Semaphore(in_flight)
+        self._deliveries: set[asyncio.Task[None]] = set()
         self.held: list[tuple[str, bytes]] = []
         self.sent = 0
+        """Deliveries acknowledged."""
         self.failed = 0
+        """Deliveries given up (rejected, or unacknowledged at their deadline)."""
+
+    @property
+    def history(self) -> dict[str, DeliveryRecord]:
+        """Every attempt at every event id sent so far."""
+        return self.sender.history
 
     async def __call__(self, event: SimEvent) -> None:
         f = self.faults
@@ -297,21 +323,35 @@ class WebhookPusher:
             await self._send(*self.held.pop(0))
 
     async def _send(self, event_id: str, body: bytes) -> None:
-        headers = {
-            SIGNATURE_HEADER: sign(body, self.secret, timestamp=int(time.time())),
-            EVENT_ID_HEADER: event_id,
-            "Content-Type": "application/json",
-        }
-        try:
-            response = await self.client.post(self.url, content=body, headers=headers)
-            if response.status_code >= 300:
-                self.failed += 1
-            else:
-                self.sent += 1
-        except httpx.HTTPError:
+        if self.in_flight == 1:
+            await self._deliver(event_id, body)
+            return
+        await self._slots.acquire()
+        task = asyncio.create_task(self._deliver(event_id, body))
+        self._deliveries.add(task)
+        task.add_done_callback(self._delivered)
+
+    def _delivered(self, task: asyncio.Task[None]) -> None:
+        self._deliveries.discard(task)
+        self._slots.release()
+
+    async def _deliver(self, event_id: str, body: bytes) -> None:
+        if await self.sender.deliver(event_id, body):
+            self.sent += 1
+        else:
             self.failed += 1
 
+    async def drain(self) -> None:
+        """Send what is held back, then wait until every delivery has ended."""
+        while self.held:
+            await self._send(*self.held.pop(0))
+        while self._deliveries:
+            await asyncio.gather(*self._deliveries, return_exceptions=True)
+
     async def aclose(self) -> None:
+        for task in list(self._deliveries):
+            task.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
         await self.client.aclose()
 
 
