@@ -568,7 +568,9 @@ class Runtime:
             self.tasks.append(asyncio.create_task(self.invalidations.run(), name="invalidations"))
 
     async def open(self) -> None:
-        """Nothing to open yet: connections open on first use, inside the lifespan."""
+        """Before serving: the outbox relay takes its starting point now, so that no
+        subscriber can start listening before it (connections open on first use)."""
+        await self.relay.start()
 
     async def close(self) -> None:
         self.pauses.remove()

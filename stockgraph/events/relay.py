@@ -74,7 +74,7 @@ class Relay:
     async def run(self) -> None:
         """Publish until cancelled, starting after the newest event committed so far (older
         ones are for replays, not for live subscribers)."""
-        await self._start()
+        await self.start()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self._idle)
@@ -85,7 +85,11 @@ class Relay:
                 log.exception("the outbox relay failed; retrying")
                 await asyncio.sleep(self._idle)
 
-    async def _start(self) -> int:
+    async def start(self) -> int:
+        """Take the starting point: publish only events committed from now on (older ones
+        are for replays). Call before anyone can subscribe, so that a subscriber that read
+        the newest id before the relay did cannot miss what lies between; :meth:`run`
+        calls it too. The id of the last event published."""
         if self.published is None:
             self.published = await self._log.last_id()
             self._bus.start_after(self.published)
@@ -94,7 +98,7 @@ class Relay:
     async def publish_pending(self) -> int:
         """Publish every committed event not yet published; how many there were."""
         count = 0
-        published = await self._start()
+        published = await self.start()
         while True:
             # Without a stream delivering to the bus, the bus is ours to keep up to date.
             local = self._stream is None or not self._stream.delivering

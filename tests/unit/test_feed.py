@@ -144,3 +144,23 @@ async def test_a_cursor_older_than_what_is_kept_is_refused_rather_than_replayed_
     with pytest.raises(CursorExpired) as expired:
         await _take(feed, 1, after=3)
     assert expired.value.pruned_through == 4
+
+
+async def test_a_subscriber_of_a_relay_started_before_serving_misses_nothing_committed_next() -> (
+    None
+):
+    log, bus = FakeLog(), MemoryBus()
+    relay = Relay(log=log, bus=bus)
+    await relay.start()  # what the runtime does before it serves anyone
+    feed = EventFeed(log=log, bus=bus)
+    taking = asyncio.ensure_future(_take(feed, 1, after=None))
+    for _ in range(100):
+        if bus.subscriber_count:
+            break
+        await asyncio.sleep(0)
+    log.commit(_event(1))  # committed before the relay's task first runs
+    running = asyncio.create_task(relay.run())
+    try:
+        assert await asyncio.wait_for(taking, 2) == [1]
+    finally:
+        running.cancel()
