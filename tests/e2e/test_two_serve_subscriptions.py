@@ -10,8 +10,9 @@ process commits reaches the other's subscribers because Redis wakes its relay.
 1. Subscribers on A and on B; webhooks posted to A reach B's subscriber.
 2. Webhooks posted to B reach A's subscriber, each once, in order.
 3. A is stopped mid-stream (SIGTERM, then SIGKILL if it lingers) while a sender keeps
-   posting to B; a subscriber on B resumes after the last cursor A's subscriber saw, gets
-   every change committed since, then live ones.
+   posting to B, and another posts to A until A refuses, then retries that webhook on B
+   with the same event id, as a WMS would; a subscriber on B resumes after the last cursor
+   A's subscriber saw, gets every change committed since, then live ones.
 4. What A's subscriber and then B's received is the outbox, exactly: no gap, no duplicate.
 """
 
@@ -71,6 +72,10 @@ STOCK_CHANGED = (
 )
 TENANT = str(ACME.tenant_id)
 SKUS = [f"{ACME.sku_prefix}-{i:05d}" for i in range(4)]
+STOPPING_SKUS = [f"{ACME.sku_prefix}-{i:05d}" for i in range(4, 5)]
+"""Counted only by webhooks posted to A while it stops, so that no other sender's counts of
+the same level interleave with theirs."""
+CATALOGUE = [*SKUS, *STOPPING_SKUS]
 WAREHOUSES = ("WH-1", "WH-2")
 LOCATION = "MAIN"
 STARTUP_S = 90.0
@@ -143,7 +148,7 @@ async def _seed(database_url: str, instances: Sequence[Instance]) -> None:
     try:
         catalog = SqlCatalogWriter(engine=engine)
         await catalog.upsert_tenant(ACME.tenant_id, ACME.name)
-        await catalog.upsert_items([item for item in demo_items(ACME) if item.sku in SKUS])
+        await catalog.upsert_items([item for item in demo_items(ACME) if item.sku in CATALOGUE])
         states = SqlConnectorStates(engine=engine)
         for instance in instances:
             await states.save(instance.connector_id, full_sync=True)
@@ -168,7 +173,7 @@ def _topology(instances: Sequence[Instance], wms_port: int) -> str:
                         "base_url": f"http://127.0.0.1:{wms_port}",
                         "api_key": secrets.token_urlsafe(12),
                         "webhook_secrets": [instance.secret],
-                        "mapping": {"skus": {wms_code("rest", sku): sku for sku in SKUS}},
+                        "mapping": {"skus": {wms_code("rest", sku): sku for sku in CATALOGUE}},
                     },
                 }
                 for instance in instances
@@ -346,43 +351,68 @@ class Webhook:
         return render_event(event, case_qty={})
 
 
+class Refused(Exception):
+    """A process did not take a webhook: it is stopping or gone."""
+
+
 @dataclass
 class Sender:
-    """Posts signed webhooks, one at a time; ``acked`` in the order they were accepted."""
+    """Posts signed webhooks; ``acked`` in the order they were accepted."""
 
     http: httpx.AsyncClient
     instances: tuple[Instance, ...]
     acked: list[Webhook] = field(default_factory=list)
+    issued: int = 0
     failure: str | None = None
     _progress: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    def _next(self) -> Webhook:
-        i = len(self.acked)
+    def new(self, skus: Sequence[str] = SKUS) -> Webhook:
+        """The next webhook: instances in turn, then ``skus`` in turn."""
+        i = self.issued
         if i >= MAX_WEBHOOKS:
             raise AssertionError(f"{MAX_WEBHOOKS} webhooks sent and the scenario is not over")
+        self.issued += 1
         instance = self.instances[i % len(self.instances)]
-        return Webhook(i, instance, SKUS[(i // len(self.instances)) % len(SKUS)])
+        return Webhook(i, instance, skus[(i // len(self.instances)) % len(skus)])
 
-    async def post(self, server: Server) -> Webhook:
-        webhook = self._next()
+    async def deliver(
+        self, server: Server, webhook: Webhook, *, retry: bool = False, may_refuse: bool = False
+    ) -> None:
+        """Post ``webhook`` to ``server``; it must be accepted (202), or on a ``retry``
+        accepted or known already (200 duplicate). :class:`Refused` when the server is not
+        there to answer or answers 5xx (a failure unless it ``may_refuse``); any other
+        answer fails the test."""
         body = webhook.body()
         try:
-            response = await self.http.post(
-                f"{server.base}/webhooks/wms/{webhook.instance.connector_id}",
-                content=body,
-                headers={
-                    SIGNATURE_HEADER: sign(
-                        body, webhook.instance.secret, timestamp=int(time.time())
-                    ),
-                    EVENT_ID_HEADER: webhook.event_id,
-                    "Content-Type": "application/json",
-                },
-            )
-            if response.status_code != 202:
+            try:
+                response = await self.http.post(
+                    f"{server.base}/webhooks/wms/{webhook.instance.connector_id}",
+                    content=body,
+                    headers={
+                        SIGNATURE_HEADER: sign(
+                            body, webhook.instance.secret, timestamp=int(time.time())
+                        ),
+                        EVENT_ID_HEADER: webhook.event_id,
+                        "Content-Type": "application/json",
+                    },
+                )
+            except httpx.TransportError as exc:
+                raise Refused(f"{server.name}: {type(exc).__name__}") from exc
+            if response.status_code >= 500:
+                raise Refused(f"{server.name}: HTTP {response.status_code}")
+            accepted = {202, 200} if retry else {202}
+            if response.status_code not in accepted:
                 raise AssertionError(
                     f"{server.name} answered webhook {webhook.index} with "
                     f"{response.status_code}: {response.text[:300]}"
                 )
+        except Refused:
+            if may_refuse:
+                raise
+            async with self._progress:
+                self.failure = f"{server.name} refused webhook {webhook.index}"
+                self._progress.notify_all()
+            raise
         except BaseException as exc:
             async with self._progress:
                 self.failure = f"{type(exc).__name__}: {exc}"
@@ -391,11 +421,29 @@ class Sender:
         async with self._progress:
             self.acked.append(webhook)
             self._progress.notify_all()
+
+    async def post(self, server: Server, skus: Sequence[str] = SKUS) -> Webhook:
+        webhook = self.new(skus)
+        await self.deliver(server, webhook)
         return webhook
 
     async def keep_posting(self, server: Server, until: asyncio.Event) -> None:
         while not until.is_set():
             await self.post(server)
+            await asyncio.sleep(SEND_PACE_S)
+
+    async def post_until_refused(self, server: Server, retry_on: Server) -> int:
+        """Post to ``server`` until it refuses; the refused webhook then goes to
+        ``retry_on`` with the same event id, as a WMS retries. How many ``server`` took."""
+        taken = 0
+        while True:
+            webhook = self.new(STOPPING_SKUS)
+            try:
+                await self.deliver(server, webhook, may_refuse=True)
+            except Refused:
+                await self.deliver(retry_on, webhook, retry=True)
+                return taken
+            taken += 1
             await asyncio.sleep(SEND_PACE_S)
 
     async def wait_acked(self, count: int) -> None:
@@ -529,7 +577,7 @@ def in_send_order(webhooks: Sequence[Webhook]) -> dict[tuple[str, str], list[int
     return dict(by_level)
 
 
-async def finish(task: asyncio.Task[None]) -> None:
+async def finish(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` if it still runs; its own failure is reported where it is awaited."""
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -584,13 +632,19 @@ async def test_a_subscriber_leaving_a_stopped_process_resumes_on_the_other_with_
             sending = asyncio.create_task(sender.keep_posting(b, stop_sending))
             cleanup.push_async_callback(finish, sending)
             await on_a.wait_count(REVERSE + STOP_AFTER)
+            # Webhooks go to A too while it stops; what it refuses is retried on B.
+            await sender.post(a, STOPPING_SKUS)
+            to_a = asyncio.create_task(sender.post_until_refused(a, retry_on=b))
+            cleanup.push_async_callback(finish, to_a)
             sent_at_stop = len(sender.acked)
             how = await stop(a.process)
+            taken_by_a = await to_a
             await on_a.wait_ended()
             stopped = len(sender.acked)
             notes.append(
                 f"A stopped after {sent_at_stop} webhooks: {how}; {stopped - sent_at_stop} "
-                f"accepted by B meanwhile; A's subscriber saw {len(on_a.changes)} ({on_a.ended})"
+                f"accepted meanwhile ({taken_by_a} by A); A's subscriber saw "
+                f"{len(on_a.changes)} ({on_a.ended})"
             )
 
             # 3. B keeps ingesting; the subscriber resumes on B after the last cursor A gave,
@@ -608,7 +662,8 @@ async def test_a_subscriber_leaving_a_stopped_process_resumes_on_the_other_with_
             await sending
             expected = {w.on_hand for w in sender.acked}
             await resumed.wait_until(
-                f"all {len(expected)} accepted webhooks",
+                f"all {len(expected)} accepted webhooks (A's subscriber saw "
+                f"{sorted(on_hands(on_a.changes))})",
                 lambda changes: on_hands(on_a.changes) | on_hands(changes) >= expected,
             )
             await resumed.close()
@@ -627,7 +682,7 @@ async def test_a_subscriber_leaving_a_stopped_process_resumes_on_the_other_with_
     ids = {cursor: event_id for event_id, (cursor, *_) in committed}
     # Each accepted webhook is one committed change: its SKU, warehouse and level.
     assert sorted(((s, w, n) for _, s, w, n in full), key=lambda change: change[2]) == [
-        (w.sku, w.instance.code, w.on_hand) for w in sender.acked
+        (w.sku, w.instance.code, w.on_hand) for w in sorted(sender.acked, key=lambda w: w.index)
     ]
     # B's subscriber got what A ingested, in order, once.
     assert [summary(c) for c in on_b.changes] == full[:REVERSE]
