@@ -1088,8 +1088,9 @@ def markdown(
             "Upstream calls are the simulators' own `served` counters, before and after, "
             f"over the queries. With no query running the instances served {bg}"
             + (
-                " (Stockgraph polling the x12 mailboxes, through the same rate budget as "
-                "live reads): those polls are inside the x12 figure"
+                " (Stockgraph polling the x12 mailboxes and acknowledging what it read; "
+                "live reads spend the separate inquiry limit): those calls are inside the "
+                "x12 figure"
                 if "x12" in present
                 else ""
             )

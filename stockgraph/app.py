@@ -471,13 +471,17 @@ class Runtime:
         )
 
     def _share_budget(self, connector_id: str) -> ShareBudget | None:
-        """With Redis, every process spends one budget per WMS instance."""
+        """With Redis, every process spends one budget per WMS instance (and per label,
+        for an instance with a separate inquiry limit)."""
         redis = self.redis
         if redis is None:
             return None
         key = f"{self.settings.redis_prefix}:budget:{connector_id}"
         return lambda local: SharedBudget(
-            local=local, redis=redis, key=key, failover=self.budget_failover
+            local=local,
+            redis=redis,
+            key=f"{key}:{local.label}" if local.label else key,
+            failover=self.budget_failover,
         )
 
     def projection_changed(self, tenant_id: TenantId, skus: Collection[Sku] | None = None) -> None:

@@ -49,6 +49,10 @@ class DialectSpec:
     max_batch: int
     """The most SKUs one batch lookup may ask for."""
     rate: RatePolicy
+    inquiries: RatePolicy | None = None
+    """A separate limit on the calls that are not polls, for a polled dialect whose WMS
+    limits them apart (an EDI mailbox's 846 inquiries and the documents posted beside them):
+    those calls spend it and leave ``rate`` to the polls. None: ``rate`` covers every call."""
     compare_and_set: bool = False
     """The WMS itself refuses a stock change whose expected quantity is stale."""
     idempotency: bool = False

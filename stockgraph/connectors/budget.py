@@ -66,7 +66,10 @@ class Budget:
     """How much of one WMS instance's rate limit we believe is left, spent before each call.
 
     ``clock`` and ``sleep`` must agree (the default pair is ``time.monotonic`` and
-    ``asyncio.sleep``); deadlines are instants on ``clock``.
+    ``asyncio.sleep``); deadlines are instants on ``clock``. ``label`` names which of the
+    instance's budgets this is: empty for its one main budget, ``"inquiries"`` for the
+    separate limit a dialect may declare (:attr:`DialectSpec.inquiries
+    <stockgraph.connectors.base.DialectSpec.inquiries>`); a shared copy is kept per label.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Budget:
         *,
         policy: RatePolicy,
         instance_id: str = "",
+        label: str = "",
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -87,6 +91,7 @@ class Budget:
             raise ValueError(f"burst must be a number >= 1, not {policy.burst!r}")
         self.policy = policy
         self.instance_id = instance_id
+        self.label = label
         self.capacity = capacity
         self._clock = clock
         self._sleep = sleep
@@ -147,7 +152,7 @@ class Budget:
                     return
                 if deadline is not None and now + wait > deadline + _EPSILON:
                     raise RateLimited(
-                        f"{self.instance_id}: rate budget needs {wait:.3f}s, "
+                        f"{self.instance_id}: {self.label or 'rate'} budget needs {wait:.3f}s, "
                         f"only {max(0.0, deadline - now):.3f}s left",
                         retry_after=wait,
                         instance_id=self.instance_id,

@@ -34,6 +34,9 @@ GRAPHQL_RESTORE = 1_000
 """The simulated GraphQL WMSs are on a larger plan than the dialect's default (1,000 / 50)."""
 X12_POLL_SECONDS = 2.0
 """The simulated 3PLs agree to be polled every two seconds (the dialect's default is five)."""
+X12_INQUIRIES_PER_SECOND = 50
+"""...and to take 50 inquiries a second, 50 at once, as the simulated REST WMSs take 50
+requests (the dialect's default is 5 a second, 10 at once)."""
 
 
 def wms_code(dialect: str, sku: str) -> str:
@@ -175,6 +178,7 @@ def _x12(
         "our_id": ours,
         "their_id": theirs,
         "poll_interval_seconds": X12_POLL_SECONDS,
+        "inquiry_limit": {"rate": X12_INQUIRIES_PER_SECOND, "burst": X12_INQUIRIES_PER_SECOND},
     }
 
 

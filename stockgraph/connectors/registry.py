@@ -98,8 +98,10 @@ def _builder(dialect: _Dialect) -> Builder:
             settings.pop("rate_limit", None),
             settings.pop("poll_interval_seconds", None),
         )
+        inquiries = _inquiry_limit(declared, settings.pop("inquiry_limit", None))
         config = _validated(getattr(module, dialect.config), settings)
         spec = replace(declared, rate=limit) if limit else declared
+        spec = replace(spec, inquiries=inquiries) if inquiries else spec
         runtime = _runtime(connector_id, str(getattr(config, dialect.address)), spec, plumbing)
         connector = getattr(module, dialect.connector)(config=config, runtime=runtime)
         connector.spec = spec
@@ -122,10 +124,12 @@ def build_connector(
 ) -> BuiltConnector:
     """A connector for one instance; ``transport`` is the test seam (an ASGI simulator).
 
-    Two optional settings tune the budget to the instance's plan where it differs from the
+    Optional settings tune the budget to the instance's plan where it differs from the
     dialect's default: ``rate_limit = {rate = ..., burst = ...}`` (requests or credits per
-    second and the bucket size, in the dialect's own kind of limit) and, for polled
-    dialects, ``poll_interval_seconds``.
+    second and the bucket size, in the dialect's own kind of limit); for polled dialects,
+    ``poll_interval_seconds``; and, for a dialect that limits its inquiries apart from its
+    polls (``x12``), ``inquiry_limit = {rate = ..., burst = ...}`` (requests per second
+    and how many may go at once).
     """
     builder = BUILDERS.get(dialect)
     if builder is None:
@@ -156,10 +160,23 @@ def _limit(spec: DialectSpec, rate_limit: Any, interval: Any) -> RatePolicy | No
         )
     if rate_limit is None:
         return None
-    if not isinstance(rate_limit, Mapping) or set(rate_limit) - {"rate", "burst"}:
-        raise ConnectorConfigError("rate_limit: expected a table of rate and burst")
-    return RatePolicy(
-        kind=kind,
-        rate=_number(rate_limit.get("rate"), "rate_limit.rate"),
-        burst=_number(rate_limit.get("burst"), "rate_limit.burst"),
-    )
+    rate, burst = _rate_table(rate_limit, "rate_limit")
+    return RatePolicy(kind=kind, rate=rate, burst=burst)
+
+
+def _rate_table(value: Any, key: str) -> tuple[float, float]:
+    if not isinstance(value, Mapping) or set(value) - {"rate", "burst"}:
+        raise ConnectorConfigError(f"{key}: expected a table of rate and burst")
+    return _number(value.get("rate"), f"{key}.rate"), _number(value.get("burst"), f"{key}.burst")
+
+
+def _inquiry_limit(spec: DialectSpec, value: Any) -> RatePolicy | None:
+    """The separate inquiry limit an instance's settings give (requests per second)."""
+    if value is None:
+        return None
+    if spec.inquiries is None:
+        raise ConnectorConfigError(
+            f"inquiry_limit: the {spec.name} dialect has no separate inquiry limit"
+        )
+    rate, burst = _rate_table(value, "inquiry_limit")
+    return RatePolicy(kind="requests_per_second", rate=rate, burst=burst)

@@ -10,12 +10,15 @@
    jittered backoff and at least the WMS's ``Retry-After``.
 3. Each attempt first spends the instance's budget, waiting for capacity but never past the
    call's deadline (``max_wait``): a wait that would outlast it raises ``RateLimited`` and
-   sends nothing.
+   sends nothing. A dialect that declares a separate inquiry limit
+   (``DialectSpec.inquiries``) has a second budget, spent by the calls it marks
+   ``inquiry=True``; its other calls (polls) spend the first.
 4. At most ``max_connections`` requests are in flight per instance (the bulkhead), whatever
    the transport.
 5. Every answer is classified (:func:`classify`, then the dialect's own ``check`` of the body)
    into the error tree of :mod:`stockgraph.connectors.errors`. A throttle pauses the budget
-   for its ``Retry-After``, so no coroutine of this instance calls again before then.
+   the call spent for its ``Retry-After``, so no coroutine of this instance makes that kind
+   of call again before then.
 
 A dialect builds requests and reads answers; it never sleeps, retries or counts by itself. It
 reports what the WMS says is left of its limit with :meth:`InstanceRuntime.report_budget`.
@@ -172,6 +175,16 @@ class InstanceRuntime:
         self._metrics = InstanceMetrics(instance_id=instance_id, series=metrics)
         budget = Budget(policy=spec.rate, instance_id=instance_id, clock=clock, sleep=sleep)
         self._budget: RateBudget = share_budget(budget) if share_budget else budget
+        self._inquiry_budget: RateBudget | None = None
+        if spec.inquiries is not None:
+            inquiries = Budget(
+                policy=spec.inquiries,
+                instance_id=instance_id,
+                label="inquiries",
+                clock=clock,
+                sleep=sleep,
+            )
+            self._inquiry_budget = share_budget(inquiries) if share_budget else inquiries
         self._retry = retry or RetryPolicy(sleep=sleep)
         self._breaker = CircuitBreaker(
             instance_id=instance_id,
@@ -196,6 +209,12 @@ class InstanceRuntime:
         return self._budget
 
     @property
+    def inquiry_budget(self) -> RateBudget:
+        """What calls made with ``inquiry=True`` spend: the separate inquiry limit when the
+        dialect declares one, else the instance's one budget."""
+        return self._inquiry_budget or self._budget
+
+    @property
     def breaker(self) -> CircuitBreaker:
         return self._breaker
 
@@ -207,6 +226,7 @@ class InstanceRuntime:
         cost: float = 1.0,
         max_wait: float | None = None,
         check: ResponseCheck | None = None,
+        inquiry: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send one request through the chain; raises a classified ``ConnectorError``.
@@ -214,10 +234,12 @@ class InstanceRuntime:
         ``cost`` is what the call takes from a ``credits`` budget (ignored by the others);
         ``max_wait`` overrides the runtime's bound on waiting; ``check`` lets the dialect
         classify a successful-looking body inside the chain, so its ``RateLimited`` or
-        ``RetriableError`` is paused for and retried like a status code. Other keywords go to
+        ``RetriableError`` is paused for and retried like a status code; ``inquiry`` spends
+        :attr:`inquiry_budget` rather than the instance's main budget. Other keywords go to
         ``httpx.AsyncClient.request``.
         """
-        self._budget.units(cost)
+        budget = self.inquiry_budget if inquiry else self._budget
+        budget.units(cost)
         wait = self.max_wait if max_wait is None else max_wait
         caller = _CALLER_DEADLINE.get()
         if caller is not None:
@@ -232,11 +254,11 @@ class InstanceRuntime:
         async def attempt() -> httpx.Response:
             self._breaker.ensure_closed()
             try:
-                await self._budget.acquire(cost, deadline=deadline)
+                await budget.acquire(cost, deadline=deadline)
             except RateLimited as exc:
                 self._metrics.refusal("budget", str(exc))
                 raise
-            return await self._send(method, path, check, kwargs)
+            return await self._send(method, path, check, budget, kwargs)
 
         async def retried() -> httpx.Response:
             return await self._retry.run(attempt, time_left=time_left, on_retry=self._on_retry)
@@ -271,7 +293,12 @@ class InstanceRuntime:
         await self._client.aclose()
 
     async def _send(
-        self, method: str, path: str, check: ResponseCheck | None, kwargs: dict[str, Any]
+        self,
+        method: str,
+        path: str,
+        check: ResponseCheck | None,
+        budget: RateBudget,
+        kwargs: dict[str, Any],
     ) -> httpx.Response:
         async with self._bulkhead:
             started = self._clock()
@@ -283,14 +310,14 @@ class InstanceRuntime:
                     f"{self.instance_id}: timed out ({type(exc).__name__})",
                     instance_id=self.instance_id,
                 )
-                self._record(error, kind="timeout")
+                self._record(error, budget, kind="timeout")
                 raise error from exc
             except httpx.TransportError as exc:
                 self._metrics.call(self._clock() - started)
                 error = RetriableError(
                     f"{self.instance_id}: {type(exc).__name__}", instance_id=self.instance_id
                 )
-                self._record(error)
+                self._record(error, budget)
                 raise error from exc
             self._metrics.call(self._clock() - started)
         try:
@@ -298,13 +325,15 @@ class InstanceRuntime:
             if check is not None:
                 check(response)
         except ConnectorError as exc:
-            self._record(exc)
+            self._record(exc, budget)
             raise
         return response
 
-    def _record(self, error: ConnectorError, *, kind: str | None = None) -> None:
+    def _record(
+        self, error: ConnectorError, budget: RateBudget, *, kind: str | None = None
+    ) -> None:
         if isinstance(error, RateLimited):
-            self._budget.pause(error.retry_after)
+            budget.pause(error.retry_after)
             self._metrics.throttle()
         self._metrics.failure(kind or _kind(error), str(error))
 

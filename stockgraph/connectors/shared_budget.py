@@ -160,7 +160,8 @@ class SharedBudget:
         self._last_level = level
         if not granted:
             raise RateLimited(
-                f"{self.instance_id}: shared rate budget needs {wait:.3f}s, "
+                f"{self.instance_id}: shared {self.local.label or 'rate'} budget needs "
+                f"{wait:.3f}s, "
                 f"only {longest:.3f}s left",
                 retry_after=wait,
                 instance_id=self.instance_id,

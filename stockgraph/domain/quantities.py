@@ -198,6 +198,15 @@ def with_physical(
     >>> (q.available, q.committed, short)
     (0, 4, 2)
     """
+    if current is not None and (
+        current.on_hand == on_hand
+        and current.damaged == damaged
+        and current.quality_control == quality_control
+        and current.incoming == incoming
+    ):
+        # The WMS confirms what is held: valid quantities hold their commitments within the
+        # same physical counts, so nothing would change (and nothing falls short).
+        return current, 0
     committed = current.committed if current else 0
     reserved = current.reserved if current else 0
     safety = current.safety_stock if current else 0

@@ -8,12 +8,13 @@ Rows are locked for update on PostgreSQL; SQLite serialises writers by itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from types import TracebackType
 from typing import Any, Self, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Select, Table, Update, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
@@ -40,6 +41,71 @@ _exceptions = cast(Table, SyncExceptionRow.__table__)
 _states = cast(Table, ConnectorStateRow.__table__)
 _items = cast(Table, ItemRow.__table__)
 _outbox = cast(Table, OutboxEventRow.__table__)
+
+
+@cache
+def _known_skus() -> Select[Any]:
+    return select(_items.c.sku).where(
+        _items.c.tenant_id == bindparam("tenant_id"),
+        _items.c.sku.in_(bindparam("skus", expanding=True)),
+    )
+
+
+def _same_row() -> ColumnElement[bool]:
+    return (
+        (_levels.c.tenant_id == bindparam("b_tenant"))
+        & (_levels.c.warehouse_id == bindparam("b_warehouse"))
+        & (_levels.c.sku == bindparam("b_sku"))
+        & (_levels.c.version == bindparam("read_version"))
+    )
+
+
+@cache
+def _update_level() -> Update:
+    return (
+        update(_levels)
+        .where(_same_row())
+        .values(
+            {
+                **{n: bindparam(n) for n in QUANTITY_NAMES},
+                "as_of": bindparam("as_of"),
+                "source_sequence": bindparam("source_sequence"),
+                "updated_at": bindparam("updated_at"),
+                "version": bindparam("new_version"),
+            }
+        )
+    )
+
+
+@cache
+def _touch_level() -> Update:
+    return (
+        update(_levels)
+        .where(_same_row())
+        .values(
+            as_of=bindparam("as_of"),
+            source_sequence=bindparam("source_sequence"),
+            updated_at=bindparam("updated_at"),
+            version=bindparam("new_version"),
+        )
+    )
+
+
+@cache
+def _levels_for_update(lock: bool) -> Select[Any]:
+    query = select(
+        _levels.c.warehouse_id,
+        _levels.c.sku,
+        *(_levels.c[n] for n in QUANTITY_NAMES),
+        _levels.c.as_of,
+        _levels.c.source_sequence,
+        _levels.c.version,
+    ).where(
+        _levels.c.tenant_id == bindparam("tenant_id"),
+        _levels.c.warehouse_id.in_(bindparam("warehouse_ids", expanding=True)),
+        _levels.c.sku.in_(bindparam("skus", expanding=True)),
+    )
+    return query.with_for_update() if lock else query
 
 
 class SqlUnitOfWork:
@@ -85,43 +151,39 @@ class SqlUnitOfWork:
         return self._conn
 
     async def known_skus(self, tenant_id: TenantId, skus: Sequence[Sku]) -> set[Sku]:
-        rows = await self._c.execute(
-            select(_items.c.sku).where(_items.c.tenant_id == tenant_id, _items.c.sku.in_(skus))
-        )
+        rows = await self._c.execute(_known_skus(), {"tenant_id": tenant_id, "skus": list(skus)})
         return {Sku(r[0]) for r in rows}
 
     async def levels_for_update(
-        self, tenant_id: TenantId, warehouse_id: WarehouseId, skus: Sequence[Sku]
-    ) -> dict[Sku, tuple[StockLevel, int]]:
-        """The current levels and versions of ``skus``, locked until the transaction ends."""
-        if not skus:
+        self, tenant_id: TenantId, skus: Mapping[WarehouseId, Sequence[Sku]]
+    ) -> dict[tuple[WarehouseId, Sku], tuple[StockLevel, int]]:
+        """The current levels and versions of ``skus`` per warehouse, locked until the
+        transaction ends: one statement (its rows are the pairs of every warehouse and SKU
+        asked, the ones not asked dropped here)."""
+        wanted = {(w, s) for w, listed in skus.items() for s in listed}
+        if not wanted:
             return {}
-        query = select(
-            _levels.c.sku,
-            *(_levels.c[n] for n in QUANTITY_NAMES),
-            _levels.c.as_of,
-            _levels.c.source_sequence,
-            _levels.c.version,
-        ).where(
-            _levels.c.tenant_id == tenant_id,
-            _levels.c.warehouse_id == warehouse_id,
-            _levels.c.sku.in_(list(skus)),
-        )
-        if self._c.dialect.name == "postgresql":
-            query = query.with_for_update()
-        found: dict[Sku, tuple[StockLevel, int]] = {}
-        for row in await self._c.execute(query):
-            sku = Sku(row[0])
-            found[sku] = (
+        query = _levels_for_update(self._c.dialect.name == "postgresql")
+        params = {
+            "tenant_id": tenant_id,
+            "warehouse_ids": sorted(skus),
+            "skus": sorted({s for _w, s in wanted}),
+        }
+        found: dict[tuple[WarehouseId, Sku], tuple[StockLevel, int]] = {}
+        for row in await self._c.execute(query, params):
+            key = (WarehouseId(row[0]), Sku(row[1]))
+            if key not in wanted:
+                continue
+            found[key] = (
                 StockLevel(
                     tenant_id=tenant_id,
-                    warehouse_id=warehouse_id,
-                    sku=sku,
-                    quantities=StockQuantities(*row[1:9]),
-                    as_of=row[9],
-                    source_sequence=row[10],
+                    warehouse_id=key[0],
+                    sku=key[1],
+                    quantities=StockQuantities(*row[2:10]),
+                    as_of=row[10],
+                    source_sequence=row[11],
                 ),
-                int(row[11]),
+                int(row[12]),
             )
         return found
 
@@ -130,6 +192,8 @@ class SqlUnitOfWork:
 
         An update whose row moved on since it was read fails the whole transaction.
         """
+        if not levels:
+            return
         now = datetime.now(UTC)
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
@@ -137,54 +201,59 @@ class SqlUnitOfWork:
             values: dict[str, Any] = dict(
                 zip(QUANTITY_NAMES, level.quantities.as_tuple(), strict=True)
             )
-            values.update(
-                tenant_id=level.tenant_id,
-                warehouse_id=level.warehouse_id,
-                sku=level.sku,
-                as_of=level.as_of,
-                source_sequence=level.source_sequence,
-                updated_at=now,
-            )
+            values["as_of"] = level.as_of
+            values["source_sequence"] = level.source_sequence
+            values["updated_at"] = now
             if version is None:
-                inserts.append({**values, "version": 1})
+                values.update(
+                    tenant_id=level.tenant_id,
+                    warehouse_id=level.warehouse_id,
+                    sku=level.sku,
+                    version=1,
+                )
+                inserts.append(values)
             else:
-                updates.append({**values, "read_version": version, "new_version": version + 1})
+                values.update(
+                    b_tenant=level.tenant_id,
+                    b_warehouse=level.warehouse_id,
+                    b_sku=level.sku,
+                    read_version=version,
+                    new_version=version + 1,
+                )
+                updates.append(values)
         if inserts:
             try:
                 await self._c.execute(insert(_levels), inserts)
             except IntegrityError as exc:
                 raise ConcurrentChange("a level was created by another writer meanwhile") from exc
         if updates:
-            statement = (
-                update(_levels)
-                .where(
-                    _levels.c.tenant_id == bindparam("b_tenant"),
-                    _levels.c.warehouse_id == bindparam("b_warehouse"),
-                    _levels.c.sku == bindparam("b_sku"),
-                    _levels.c.version == bindparam("read_version"),
-                )
-                .values(
-                    {
-                        **{n: bindparam(n) for n in QUANTITY_NAMES},
-                        "as_of": bindparam("as_of"),
-                        "source_sequence": bindparam("source_sequence"),
-                        "updated_at": bindparam("updated_at"),
-                        "version": bindparam("new_version"),
-                    }
-                )
-            )
-            params = [
-                {
-                    **{k: v for k, v in u.items() if k not in ("tenant_id", "warehouse_id", "sku")},
-                    "b_tenant": u["tenant_id"],
-                    "b_warehouse": u["warehouse_id"],
-                    "b_sku": u["sku"],
-                }
-                for u in updates
-            ]
-            result = await self._c.execute(statement, params)
-            if result.rowcount not in (-1, len(params)):
+            result = await self._c.execute(_update_level(), updates)
+            if result.rowcount not in (-1, len(updates)):
                 raise ConcurrentChange("a level changed under this transaction")
+
+    async def touch_levels(self, levels: Sequence[tuple[StockLevel, int]]) -> None:
+        """Bring levels whose quantities did not change up to date (``as_of``, sequence),
+        each against the version read, in one statement; a row that moved on since it was
+        read fails the whole transaction."""
+        if not levels:
+            return
+        now = datetime.now(UTC)
+        params = [
+            {
+                "b_tenant": level.tenant_id,
+                "b_warehouse": level.warehouse_id,
+                "b_sku": level.sku,
+                "read_version": version,
+                "new_version": version + 1,
+                "as_of": level.as_of,
+                "source_sequence": level.source_sequence,
+                "updated_at": now,
+            }
+            for level, version in levels
+        ]
+        result = await self._c.execute(_touch_level(), params)
+        if result.rowcount not in (-1, len(params)):
+            raise ConcurrentChange("a level changed under this transaction")
 
     async def add_movements(self, movements: Sequence[StockMovement]) -> None:
         """Append ledger rows and one ``stock.changed`` outbox event each: two statements."""

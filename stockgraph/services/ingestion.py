@@ -8,7 +8,8 @@ projection only when it is newer than what is held, by the WMS's own sequence: a
 older than the state we hold never overwrites it, so duplicates and reordering converge.
 Every applied change writes a ledger movement and an audit event in the same transaction;
 anything that cannot be read or mapped becomes a sync exception holding the raw payload and
-the reason. Polled dialects and the first full sync of an instance go the same way.
+the reason (:mod:`stockgraph.services.wms_reports`). Polled dialects, the first full sync of
+an instance and live reads go the same way.
 """
 
 from __future__ import annotations
@@ -17,24 +18,32 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from enum import Enum
 
-import orjson
-
-from stockgraph.connectors.base import Connector, EventKind, WmsEvent, WmsLevel
+from stockgraph.connectors.base import WmsEvent
 from stockgraph.connectors.errors import ConnectorError, MalformedPayload
-from stockgraph.connectors.metrics import RuntimeStats
 from stockgraph.connectors.signing import verify
-from stockgraph.domain.errors import ConcurrentChange, DomainError
-from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
-from stockgraph.domain.mapping import InstanceMapping, MappedLevel, Unmappable
-from stockgraph.domain.model import AuditEntry, MovementCause, StockLevel, StockMovement
-from stockgraph.domain.quantities import StockQuantities, with_physical
+from stockgraph.domain.errors import ConcurrentChange
+from stockgraph.domain.model import MovementCause
 from stockgraph.services.ports import Inbox, InboxEntry, ProjectionChanged, UnitOfWork
+from stockgraph.services.wms_reports import (
+    ApplyReport,
+    Batch,
+    ConnectorInstance,
+    SyncProgress,
+    apply_reports,
+)
+
+__all__ = [
+    "ApplyReport",
+    "BadDelivery",
+    "ConnectorInstance",
+    "IngestionService",
+    "Receipt",
+    "SyncProgress",
+    "UnknownConnector",
+]
 
 log = logging.getLogger("stockgraph.ingestion")
 
@@ -52,51 +61,6 @@ class BadDelivery(ValueError):
 class Receipt(Enum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectorInstance:
-    """One configured WMS instance, as ingestion needs it."""
-
-    connector_id: str
-    tenant_id: TenantId
-    warehouse_id: WarehouseId
-    warehouse_code: str
-    connector: Connector
-    mapping: InstanceMapping
-    webhook_secrets: tuple[str, ...] = ()
-    health: Callable[[], RuntimeStats] | None = None
-    """The instance's runtime figures (calls, errors, breaker, budget), if it has a runtime."""
-
-
-@dataclass
-class SyncProgress:
-    """How fresh one instance's data is, as this process has seen it."""
-
-    last_event_at: datetime | None = None
-    lag_ms: float | None = None
-    """Time from the WMS's event to its being applied here, smoothed."""
-
-
-@dataclass
-class ApplyReport:
-    """What applying one batch of events did."""
-
-    entries: int = 0
-    applied: int = 0
-    stale: int = 0
-    unchanged: int = 0
-    exceptions: int = 0
-    touched: dict[TenantId, set[Sku]] = field(default_factory=dict)
-    """The SKUs whose levels were written (changed, or only brought up to date), by tenant."""
-
-
-_CAUSE_REASON = {
-    EventKind.RECEIPT: "RECEIVED",
-    EventKind.CYCLE_COUNT: "CYCLE_COUNT",
-    EventKind.ADJUSTMENT: "CORRECTION",
-    EventKind.RETURN: "RESTOCK",
-}
 
 
 class IngestionService:
@@ -239,176 +203,25 @@ class IngestionService:
         cause: MovementCause,
         report: ApplyReport,
     ) -> None:
-        """Apply events of one instance inside ``uow``, in WMS order, newer levels only.
+        """Apply events of one instance inside ``uow`` (see :meth:`apply_batches`)."""
+        await self.apply_batches(uow, [(instance, events)], cause=cause, report=report)
 
-        However many events and levels, the levels are read once, written once and their
-        ledger rows and audit events appended once.
-        """
-        plan: list[tuple[WmsEvent, list[tuple[WmsLevel, MappedLevel]]]] = []
-        for event in sorted(events, key=lambda e: e.sequence):
-            mapped: list[tuple[WmsLevel, MappedLevel]] = []
-            for level in event.levels:
-                result = instance.mapping.level(
-                    level.wms_sku,
-                    level.location,
-                    level.unit,
-                    level.on_hand,
-                    damaged=level.damaged,
-                    quality_control=level.quality_control,
-                    incoming=level.incoming,
-                )
-                if isinstance(result, Unmappable):
-                    await self._exception(uow, instance, event, result.code, result.reason, level)
-                    report.exceptions += 1
-                elif result.warehouse_code != instance.warehouse_code:
-                    reason = f"location {level.location!r} is not this instance's warehouse"
-                    await self._exception(uow, instance, event, "UNKNOWN_LOCATION", reason, level)
-                    report.exceptions += 1
-                else:
-                    mapped.append((level, result))
-            plan.append((event, mapped))
-        skus = sorted({ours.sku for _, mapped in plan for _, ours in mapped})
-        known = await uow.known_skus(instance.tenant_id, skus)
-        held = await uow.levels_for_update(
-            instance.tenant_id, instance.warehouse_id, [s for s in skus if s in known]
-        )
-        state = {sku: level for sku, (level, _version) in held.items()}
-        writes: dict[Sku, tuple[StockLevel, int | None]] = {}
-        movements: list[StockMovement] = []
-        audits: list[AuditEntry] = []
-        actor = f"wms:{instance.connector_id}"
-        for event, mapped in plan:
-            correlation = CorrelationId(uuid.uuid4().hex)
-            occurred = event.occurred_at.astimezone(UTC)
-            # A snapshot is the WMS's state as of its sequence: at an equal sequence it still
-            # wins, since a difference there is stock that changed without any event (drift).
-            snapshot = event.kind is EventKind.SNAPSHOT
-            applied = 0
-            for raw, ours in mapped:
-                if ours.sku not in known:
-                    reason = f"WMS SKU {raw.wms_sku!r} maps to {ours.sku}, which is not an item"
-                    await self._exception(uow, instance, event, "UNKNOWN_SKU", reason, raw)
-                    report.exceptions += 1
-                    continue
-                sequence = raw.sequence if raw.sequence is not None else event.sequence
-                current = state.get(ours.sku)
-                held_sequence = current.source_sequence if current is not None else None
-                if held_sequence is not None and (
-                    held_sequence > sequence or (held_sequence == sequence and not snapshot)
-                ):
-                    report.stale += 1
-                    continue
-                try:
-                    quantities, shortfall = with_physical(
-                        current.quantities if current else None,
-                        on_hand=ours.on_hand,
-                        damaged=ours.damaged,
-                        quality_control=ours.quality_control,
-                        incoming=ours.incoming,
-                    )
-                except DomainError as exc:
-                    await self._exception(uow, instance, event, exc.code, str(exc), raw)
-                    report.exceptions += 1
-                    continue
-                new_level = StockLevel(
-                    tenant_id=instance.tenant_id,
-                    warehouse_id=instance.warehouse_id,
-                    sku=ours.sku,
-                    quantities=quantities,
-                    as_of=occurred,
-                    source_sequence=sequence,
-                )
-                before = current.quantities if current else StockQuantities.ZERO
-                state[ours.sku] = new_level
-                read = held.get(ours.sku)
-                writes[ours.sku] = (new_level, read[1] if read else None)
-                report.touched.setdefault(instance.tenant_id, set()).add(ours.sku)
-                delta = before.delta_to(quantities)
-                if delta.is_zero():
-                    report.unchanged += 1
-                    continue
-                report.applied += 1
-                applied += 1
-                movements.append(
-                    StockMovement(
-                        level=new_level,
-                        delta=delta,
-                        cause=cause,
-                        correlation_id=correlation,
-                        actor=actor,
-                        occurred_at=occurred,
-                        reason=_CAUSE_REASON.get(event.kind),
-                        reference=f"wms://{instance.connector_id}/events/{event.event_id}",
-                    )
-                )
-                if shortfall:
-                    audits.append(
-                        AuditEntry(
-                            tenant_id=instance.tenant_id,
-                            kind="OVERCOMMITTED",
-                            actor=actor,
-                            correlation_id=correlation,
-                            message=(
-                                f"{ours.sku} at {instance.warehouse_code}: the WMS holds "
-                                f"{shortfall} less than is committed and reserved"
-                            ),
-                            detail={"shortfall": shortfall, "event_id": event.event_id},
-                            sku=ours.sku,
-                            warehouse_id=instance.warehouse_id,
-                        )
-                    )
-            if applied:
-                audits.append(
-                    AuditEntry(
-                        tenant_id=instance.tenant_id,
-                        kind="STOCK_SYNCED",
-                        actor=actor,
-                        correlation_id=correlation,
-                        message=f"{event.kind.value} {event.event_id}: {applied} level(s) applied",
-                        detail={
-                            "connector_id": instance.connector_id,
-                            "event_id": event.event_id,
-                            "sequence": event.sequence,
-                            "kind": event.kind.value,
-                            "cause": cause.value,
-                        },
-                        warehouse_id=instance.warehouse_id,
-                    )
-                )
-            self._progressed(instance.connector_id, occurred, lagging=not snapshot)
-        await uow.save_levels(list(writes.values()))
-        await uow.add_movements(movements)
-        await uow.add_audits(audits)
-
-    def _progressed(self, connector_id: str, occurred: datetime, *, lagging: bool) -> None:
-        """Note an applied change; events (not snapshots, whose time is the WMS's clock of
-        the whole state) also move the smoothed lag."""
-        progress = self.progress.setdefault(connector_id, SyncProgress())
-        if lagging:
-            lag = max(0.0, (datetime.now(UTC) - occurred).total_seconds() * 1000)
-            progress.lag_ms = lag if progress.lag_ms is None else 0.8 * progress.lag_ms + 0.2 * lag
-        if progress.last_event_at is None or occurred > progress.last_event_at:
-            progress.last_event_at = occurred
-
-    async def _exception(
+    async def apply_batches(
         self,
         uow: UnitOfWork,
-        instance: ConnectorInstance,
-        event: WmsEvent,
-        code: str,
-        reason: str,
-        level: WmsLevel | None,
+        batches: Sequence[Batch],
+        *,
+        cause: MovementCause,
+        report: ApplyReport,
     ) -> None:
-        raw: Mapping[str, object] = event.raw or {"event_id": event.event_id}
-        payload = {"event": dict(raw), "level": _level_dict(level) if level else None}
-        await uow.add_exception(
-            tenant_id=instance.tenant_id,
-            connector_id=instance.connector_id,
-            event_id=event.event_id,
-            code=code,
-            reason=reason,
-            raw=orjson.dumps(payload, default=str).decode(),
-        )
+        """Apply events of several instances inside ``uow``, in WMS order, newer levels only.
+
+        However many instances, events and levels, the levels are read once, written once
+        and their ledger rows and audit events appended once (see
+        :func:`~stockgraph.services.wms_reports.apply_reports`). The caller holds each
+        instance's :meth:`lock`.
+        """
+        await apply_reports(uow, batches, cause=cause, report=report, progress=self.progress)
 
     async def run(self, *, idle_seconds: float = 1.0) -> None:
         """Apply the inbox whenever something arrives (or every ``idle_seconds``)."""
@@ -421,13 +234,3 @@ class IngestionService:
                     pass
             except Exception:
                 log.exception("applying the inbox failed; retrying shortly")
-
-
-def _level_dict(level: WmsLevel) -> dict[str, object]:
-    return {
-        "wms_sku": level.wms_sku,
-        "location": level.location,
-        "unit": level.unit,
-        "on_hand": str(level.on_hand),
-        "sequence": level.sequence,
-    }

@@ -13,6 +13,7 @@ stale: a live read never fails a query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -28,8 +29,9 @@ from stockgraph.connectors.runtime import deadline
 from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import LevelSource, MovementCause, StockLevel
-from stockgraph.services.ingestion import ApplyReport, ConnectorInstance, IngestionService
+from stockgraph.services.ingestion import IngestionService
 from stockgraph.services.ports import ProjectionChanged, StockReader, UnitOfWork
+from stockgraph.services.wms_reports import ApplyReport, Batch, ConnectorInstance
 
 log = logging.getLogger("stockgraph.live")
 
@@ -106,29 +108,34 @@ class LiveReads:
         instances = {i.warehouse_id: i for i in self._instances() if i.tenant_id == tenant_id}
         asked = [(instances[w], skus) for w, skus in by_warehouse.items() if w in instances]
         answers = await asyncio.gather(*(self._ask(i, skus, record) for i, skus in asked))
-        answered: list[WarehouseId] = []
-        touched: set[Sku] = set()
-        for (instance, _skus), levels in zip(asked, answers, strict=True):
-            if levels is None:
-                continue
-            try:
-                report = await self._write_back(instance, levels)
-            except ConcurrentChange as exc:
-                log.info("live answer of %s not kept: %s", instance.connector_id, exc)
-                continue
-            touched |= report.touched.get(tenant_id, set())
-            answered.append(instance.warehouse_id)
+        reported = [
+            (instance, levels)
+            for (instance, _skus), levels in zip(asked, answers, strict=True)
+            if levels is not None
+        ]
+        report, answered = await self._write_back(reported)
+        touched = report.touched.get(tenant_id, set())
         if touched:
             self._on_change(tenant_id, touched)
-        if not answered:
-            return {}
-        wanted = set(keys)
-        skus = sorted({sku for w in answered for sku in by_warehouse[w]})
-        return {
-            (lv.warehouse_id, lv.sku): replace(lv, source=LevelSource.LIVE)
-            for lv in await self._stock.levels(tenant_id, skus, answered)
-            if (lv.warehouse_id, lv.sku) in wanted
-        }
+        found: dict[LiveKey, StockLevel] = {}
+        missing: list[LiveKey] = []
+        for warehouse_id in answered:
+            for sku in by_warehouse[warehouse_id]:
+                key = (warehouse_id, sku)
+                level = report.levels.get(key)
+                if level is None:
+                    missing.append(key)
+                else:
+                    found[key] = replace(level, source=LevelSource.LIVE)
+        if missing:
+            # Levels the WMS did not report, as held: its answer covered them all the same.
+            skus = sorted({sku for _w, sku in missing})
+            wanted = set(missing)
+            warehouses = sorted({w for w, _sku in missing})
+            for lv in await self._stock.levels(tenant_id, skus, warehouses):
+                if (lv.warehouse_id, lv.sku) in wanted:
+                    found[(lv.warehouse_id, lv.sku)] = replace(lv, source=LevelSource.LIVE)
+        return found
 
     async def _ask(
         self, instance: ConnectorInstance, skus: Sequence[Sku], record: RecordUse
@@ -158,24 +165,59 @@ class LiveReads:
         return [level for chunk in results for level in chunk]
 
     async def _write_back(
-        self, instance: ConnectorInstance, levels: Sequence[WmsLevel]
-    ) -> ApplyReport:
+        self, reported: Sequence[tuple[ConnectorInstance, Sequence[WmsLevel]]]
+    ) -> tuple[ApplyReport, list[WarehouseId]]:
+        """Write every instance's answer back in one transaction (each instance's alone if
+        that one meets a concurrent change); the report and the warehouses whose answers
+        were kept."""
+        batches = [(instance, [_snapshot(levels)]) for instance, levels in reported if levels]
+        answered = [instance.warehouse_id for instance, _levels in reported]
+        try:
+            return await self._apply(batches), answered
+        except ConcurrentChange as exc:
+            if len(batches) == 1:
+                log.info("live answer of %s not kept: %s", batches[0][0].connector_id, exc)
+                kept = {i.warehouse_id for i, levels in reported if not levels}
+                return ApplyReport(), [w for w in answered if w in kept]
         report = ApplyReport()
-        if not levels:
+        lost: set[WarehouseId] = set()
+        for batch in batches:
+            try:
+                one = await self._apply([batch])
+            except ConcurrentChange as exc:
+                log.info("live answer of %s not kept: %s", batch[0].connector_id, exc)
+                lost.add(batch[0].warehouse_id)
+                continue
+            for tenant, skus in one.touched.items():
+                report.touched.setdefault(tenant, set()).update(skus)
+            report.levels.update(one.levels)
+        return report, [w for w in answered if w not in lost]
+
+    async def _apply(self, batches: Sequence[Batch]) -> ApplyReport:
+        report = ApplyReport()
+        if not batches:
             return report
-        event = WmsEvent(
-            event_id=f"live-{uuid.uuid4().hex[:12]}",
-            sequence=max((lv.sequence or 0) for lv in levels),
-            kind=EventKind.SNAPSHOT,
-            occurred_at=datetime.now(UTC),
-            levels=tuple(levels),
-        )
-        async with self._ingestion.lock(instance.connector_id), self._uow() as uow:
-            await self._ingestion.apply_event(
-                uow, instance, event, cause=MovementCause.POLL, report=report
-            )
-            await uow.commit()
+        async with contextlib.AsyncExitStack() as held:
+            # Every instance's lock, always in the same order, so two readers never wait
+            # on each other crosswise.
+            for connector_id in sorted({instance.connector_id for instance, _ in batches}):
+                await held.enter_async_context(self._ingestion.lock(connector_id))
+            async with self._uow() as uow:
+                await self._ingestion.apply_batches(
+                    uow, batches, cause=MovementCause.POLL, report=report
+                )
+                await uow.commit()
         return report
+
+
+def _snapshot(levels: Sequence[WmsLevel]) -> WmsEvent:
+    return WmsEvent(
+        event_id=f"live-{uuid.uuid4().hex[:12]}",
+        sequence=max((lv.sequence or 0) for lv in levels),
+        kind=EventKind.SNAPSHOT,
+        occurred_at=datetime.now(UTC),
+        levels=tuple(levels),
+    )
 
 
 def _use(

@@ -6,7 +6,7 @@ The composition root (``stockgraph.app``) passes concrete implementations from
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -131,9 +131,16 @@ class UnitOfWork(Protocol):
     async def commit(self) -> None: ...
     async def known_skus(self, tenant_id: TenantId, skus: Sequence[Sku]) -> set[Sku]: ...
     async def levels_for_update(
-        self, tenant_id: TenantId, warehouse_id: WarehouseId, skus: Sequence[Sku]
-    ) -> dict[Sku, tuple[StockLevel, int]]: ...
+        self, tenant_id: TenantId, skus: Mapping[WarehouseId, Sequence[Sku]]
+    ) -> dict[tuple[WarehouseId, Sku], tuple[StockLevel, int]]:
+        """The held levels and versions of ``skus`` in each warehouse, locked until the
+        transaction ends; one statement."""
+
     async def save_levels(self, levels: Sequence[tuple[StockLevel, int | None]]) -> None: ...
+    async def touch_levels(self, levels: Sequence[tuple[StockLevel, int]]) -> None:
+        """Bring held levels whose quantities did not change up to date: their ``as_of``
+        and source sequence, each against the version read."""
+
     async def add_movements(self, movements: Sequence[StockMovement]) -> None: ...
     async def add_exception(
         self,

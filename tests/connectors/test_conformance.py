@@ -21,6 +21,8 @@ from sqlalchemy import bindparam, text
 from starlette.applications import Starlette
 
 from stockgraph.app import Runtime, create_app
+from stockgraph.connectors.errors import RateLimited
+from stockgraph.connectors.runtime import deadline
 from stockgraph.connectors.simulation import SimulatedWms
 from stockgraph.domain.ids import TenantId
 from stockgraph.domain.model import WarehouseSpec
@@ -402,7 +404,8 @@ async def test_a_live_read_does_not_wait_out_a_spent_budget(wired: Wired) -> Non
     import time
 
     await wired.runtime.sync.full_sync(wired.instance)
-    wired.instance.connector._runtime.budget.pause(30)  # as after a Retry-After: 30
+    # As after a Retry-After: 30 on what a live read spends (an x12 mailbox's inquiries).
+    wired.instance.connector._runtime.inquiry_budget.pause(30)
     started = time.monotonic()
     body = await _graphql(
         wired, '{ inventoryLevels(skus: ["SKU-00001"], maxAge: 0) { source stale } }'
@@ -410,3 +413,42 @@ async def test_a_live_read_does_not_wait_out_a_spent_budget(wired: Wired) -> Non
     assert time.monotonic() - started < 1.0
     levels = body["data"]["inventoryLevels"]
     assert levels and all(lv == {"source": "PROJECTION", "stale": True} for lv in levels)
+
+
+X12_BETWEEN_POLLS = Harness(
+    "x12",
+    _x12,
+    {
+        **HARNESSES[2].settings,
+        "poll_interval_seconds": 60,
+        "inquiry_limit": {"rate": 0.001, "burst": 3},
+    },
+    push=False,
+)
+
+
+@pytest.mark.parametrize("wired", [X12_BETWEEN_POLLS], ids=["x12"], indirect=True)
+async def test_an_x12_live_read_goes_out_between_polls_within_its_inquiry_limit(
+    wired: Wired,
+) -> None:
+    query = (
+        '{ inventoryLevels(skus: ["SKU-00001"], maxAge: 0) { warehouse { code } source stale } }'
+    )
+
+    async def ours() -> dict[str, Any]:
+        body = await _graphql(wired, query)
+        [level] = [
+            lv for lv in body["data"]["inventoryLevels"] if lv["warehouse"]["code"] == "WH-00"
+        ]
+        return {"source": level["source"], "stale": level["stale"]}
+
+    await wired.runtime.sync.full_sync(wired.instance)  # an 846 inquiry: 1 of 3
+    await wired.runtime.sync.poll(wired.instance)  # the poll, and its 997: 2 of 3
+    mailbox = wired.simulator.state.mailbox
+    assert len(mailbox.received) == 2
+
+    assert await ours() == {"source": "LIVE", "stale": False}  # 3 of 3, 60 s before a poll
+    assert await ours() == {"source": "PROJECTION", "stale": True}  # beyond the limit
+    assert len(mailbox.received) == 3
+    with deadline(0.1), pytest.raises(RateLimited):
+        await wired.runtime.sync.poll(wired.instance)  # polls keep to their interval

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import selectors
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -431,6 +432,51 @@ def test_a_deadline_shorter_than_the_budget_wait_raises_rate_limited_without_cal
     assert refused.retry_after == pytest.approx(10.0)
     assert wms.calls == 1
     assert runtime.stats().errors == 1
+
+
+def test_inquiries_spend_their_own_limit_and_leave_the_poll_interval_to_polls() -> None:
+    wms = FakeWms(200)
+    polled = replace(
+        spec("polling_interval", rate=0.1, burst=1),
+        inquiries=RatePolicy(kind="requests_per_second", rate=1.0, burst=2.0),
+    )
+
+    async def main() -> list[float]:
+        runtime = make_runtime(wms, spec=polled)
+        try:
+            await runtime.request("GET", "/mailbox")  # the poll, at 0
+            # An inquiry goes at once although the next poll is 10 s away...
+            await runtime.request("POST", "/inquiry", inquiry=True)
+            assert runtime.budget.remaining == pytest.approx(0.0)
+            assert runtime.inquiry_budget.remaining == pytest.approx(1.0)
+            with pytest.raises(RateLimited):  # ...and the poll still waits for its interval
+                await runtime.request("GET", "/mailbox", max_wait=5.0)
+        finally:
+            await runtime.aclose()
+        return wms.arrivals
+
+    assert run_virtual(main) == [0.0, 0.0]
+
+
+def test_a_throttled_inquiry_holds_back_inquiries_not_polls() -> None:
+    wms = FakeWms(throttled("3"), 200)
+    polled = replace(
+        spec("polling_interval", rate=0.1, burst=1),
+        inquiries=RatePolicy(kind="requests_per_second", rate=1.0, burst=2.0),
+    )
+
+    async def main() -> list[float]:
+        runtime = make_runtime(wms, spec=polled)
+        try:
+            inquiry = asyncio.ensure_future(runtime.request("POST", "/inquiry", inquiry=True))
+            await asyncio.sleep(0.5)
+            await runtime.request("GET", "/mailbox")  # not held back by the inquiry's 429
+            await inquiry
+        finally:
+            await runtime.aclose()
+        return wms.arrivals
+
+    assert run_virtual(main) == [0.0, 0.5, pytest.approx(3.0)]
 
 
 def test_credits_spent_follow_the_cost_of_each_call_and_the_wms_figures() -> None:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import orjson
 import pytest
 from sqlalchemy import text
 
+from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
 from stockgraph.connectors.signing import InvalidSignature, sign
+from stockgraph.domain.ids import Sku
+from stockgraph.domain.model import MovementCause
 from stockgraph.persistence.inbox_store import SqlInbox
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
-from stockgraph.services.ingestion import BadDelivery, IngestionService, Receipt, UnknownConnector
+from stockgraph.services.ingestion import (
+    ApplyReport,
+    BadDelivery,
+    IngestionService,
+    Receipt,
+    UnknownConnector,
+)
 from tests.ingestion.conftest import OLD_SECRET, SECRET, World
 
 
@@ -215,3 +226,46 @@ async def test_a_payload_that_cannot_be_applied_raises_a_sync_alert(world: World
         "e1",
     )
     assert alert["exceptionId"] == await world.scalar("SELECT max(id) FROM sync_exceptions")
+
+
+async def test_a_snapshot_moves_as_of_of_what_it_confirms_and_ledgers_only_a_change(
+    world: World,
+) -> None:
+    await world.deliver("e1", 10, [{"sku": "W1", "qty": 5}, {"sku": "W2", "qty": 6}])
+    await world.service.apply_pending()
+    level = (
+        "SELECT l.as_of, l.source_sequence, l.version FROM stock_levels l"
+        " JOIN warehouses w ON w.id = l.warehouse_id"
+        " WHERE w.connector_id = 'acme-wh-00' AND l.sku = '{}'"
+    )
+    [(as_of, _seq, version)] = await world.rows(level.format("SKU-00001"))
+    moves = "SELECT count(*) FROM stock_movements WHERE sku = '{}' AND cause = 'POLL'"
+    outbox = "SELECT count(*) FROM outbox_events"
+    outbox_before = await world.scalar(outbox)
+    snapshot = WmsEvent(
+        event_id="snap-1",
+        sequence=12,
+        kind=EventKind.SNAPSHOT,
+        occurred_at=datetime.now(UTC),
+        levels=(
+            WmsLevel("W1", "MAIN", "EA", Decimal(5), sequence=12),
+            WmsLevel("W2", "MAIN", "EA", Decimal(8), sequence=12),
+        ),
+    )
+    report = ApplyReport()
+    async with world.service.lock("acme-wh-00"), SqlUnitOfWork(engine=world.runtime.engine) as uow:
+        await world.service.apply_batches(
+            uow, [(world.instance, [snapshot])], cause=MovementCause.POLL, report=report
+        )
+        await uow.commit()
+
+    assert (report.applied, report.unchanged) == (1, 1)
+    [(confirmed_at, sequence, confirmed_version)] = await world.rows(level.format("SKU-00001"))
+    assert confirmed_at > as_of
+    assert (sequence, confirmed_version) == (12, version + 1)
+    assert await world.on_hand("SKU-00001") == 5
+    assert await world.scalar(moves.format("SKU-00001")) == 0
+    assert await world.on_hand("SKU-00002") == 8
+    assert await world.scalar(moves.format("SKU-00002")) == 1
+    assert await world.scalar(outbox) == outbox_before + 1  # the change's stock.changed
+    assert report.levels[(world.instance.warehouse_id, Sku("SKU-00001"))].source_sequence == 12

@@ -15,6 +15,7 @@ from stockgraph.domain.quantities import (
     StockDelta,
     StockQuantities,
     replay,
+    with_physical,
 )
 
 counts = st.integers(min_value=0, max_value=10_000)
@@ -87,3 +88,28 @@ def test_a_delta_that_would_go_negative_is_refused(q: StockQuantities) -> None:
 def test_quantity_names_cover_every_field() -> None:
     assert tuple(f.name for f in fields(StockQuantities)) == QUANTITY_NAMES
     assert tuple(f.name for f in fields(StockDelta)) == QUANTITY_NAMES
+
+
+@given(quantities())
+def test_physical_counts_the_wms_confirms_keep_every_commitment_as_it_was(
+    q: StockQuantities,
+) -> None:
+    kept = with_physical(
+        q,
+        on_hand=q.on_hand,
+        damaged=q.damaged,
+        quality_control=q.quality_control,
+        incoming=q.incoming,
+    )
+    # What the general rule derives from the same counts, given the same commitments.
+    derived = StockQuantities.from_physical(
+        on_hand=q.on_hand,
+        committed=q.committed,
+        reserved=q.reserved,
+        damaged=q.damaged,
+        quality_control=q.quality_control,
+        safety_stock_target=q.safety_stock,
+        incoming=q.incoming,
+    )
+    assert kept == (q, 0)
+    assert derived == q

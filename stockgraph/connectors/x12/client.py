@@ -18,6 +18,11 @@ Levels (:meth:`X12Connector.fetch_levels`, :meth:`X12Connector.list_levels`) com
 846 inquiry posted to the inbound door, answered by an 846 of the warehouse's current
 state. We chose that over the newest 846 in the outbound mailbox, which may be hours old
 and can only be found by reading the whole mailbox.
+
+Budgets: reading the outbound mailbox is the poll, held to the poll interval
+(``SPEC.rate``); whatever is posted to the inbound door (846 inquiries, 940s, 997s) spends
+the separate inquiry limit (``SPEC.inquiries``), so a live read is not refused because the
+mailbox was polled a moment ago.
 """
 
 from __future__ import annotations
@@ -243,7 +248,7 @@ class X12Connector:
                 f"cannot be written as X12: {exc}", instance_id=self._runtime.instance_id
             ) from exc
         response = await self._runtime.request(
-            "POST", "/mailbox/inbound", content=body, headers=_EDI, auth=self._auth
+            "POST", "/mailbox/inbound", content=body, headers=_EDI, auth=self._auth, inquiry=True
         )
         return self._read(_Receipt, response.content)
 

@@ -21,8 +21,11 @@ SPEC = DialectSpec(
     poll=True,
     max_batch=MAX_BATCH,
     rate=RatePolicy(kind="polling_interval", rate=0.2, burst=1.0),
+    inquiries=RatePolicy(kind="requests_per_second", rate=5.0, burst=10.0),
 )
-"""Never pushes: its mailbox is polled, at most once every five seconds."""
+"""Never pushes: its mailbox is polled, at most once every five seconds. What is posted to
+the mailbox (846 inquiries, 940 orders, 997 acknowledgements) is limited apart from the
+polls: five a second, ten at once, unless the instance's ``inquiry_limit`` says otherwise."""
 
 _SECRET: JsonDict = {"secret": True}
 _INTERCHANGE_ID = r"^[0-9A-Za-z][0-9A-Za-z .\-]{0,14}$"

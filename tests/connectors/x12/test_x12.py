@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -14,9 +14,15 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from stockgraph.connectors.base import EventKind, WmsOrder, WmsOrderLine
+from stockgraph.connectors.base import (
+    DialectSpec,
+    EventKind,
+    RatePolicy,
+    WmsOrder,
+    WmsOrderLine,
+)
 from stockgraph.connectors.errors import FatalError, MalformedPayload, RateLimited
-from stockgraph.connectors.runtime import InstanceRuntime
+from stockgraph.connectors.runtime import InstanceRuntime, deadline
 from stockgraph.connectors.simulation import SimulatedWms
 from stockgraph.connectors.x12 import SPEC, X12Config, X12Connector
 from stockgraph.connectors.x12.simulator import Mailbox, MailboxDocument, build_simulator
@@ -263,7 +269,7 @@ class World:
 
 @asynccontextmanager
 async def make_world(
-    *, password: str = "right", snapshot_every: int = 1000
+    *, password: str = "right", snapshot_every: int = 1000, spec: DialectSpec = SPEC
 ) -> AsyncIterator[World]:
     """A mailbox over a fresh warehouse, and a connector reaching it in process."""
     stock = {(f"SKU-{i:02d}", loc): 10 + i for i in range(4) for loc in LOCATIONS}
@@ -286,7 +292,7 @@ async def make_world(
     runtime = InstanceRuntime(
         instance_id="x12-1",
         base_url=str(config.mailbox_url),
-        spec=SPEC,
+        spec=spec,
         transport=httpx.ASGITransport(app=app),
         clock=time.clock,
         sleep=time.sleep,
@@ -523,7 +529,9 @@ async def test_polls_keep_to_the_mailbox_interval_and_its_retry_after(world: Wor
     events, _ = await world.connector.poll_events(None)
 
     assert [e.kind for e in events] == [EventKind.SNAPSHOT]
-    assert world.time.now >= 2 / SPEC.rate.rate + 20
+    # The second poll waits out the interval, then the 429's Retry-After; the 997s
+    # acknowledging each poll's documents spend the inquiry limit, not the interval.
+    assert world.time.now >= 1 / SPEC.rate.rate + 20
     with pytest.raises(RateLimited):
         world.wms.faults.update({"burst_429": 100})
         await world.connector.poll_events(None)
@@ -551,3 +559,37 @@ async def test_periodic_snapshots_reach_the_mailbox() -> None:
     assert kinds.count(EventKind.SNAPSHOT) == 3
     assert kinds[-1] is EventKind.SNAPSHOT
     assert {(lv.wms_sku, lv.location): lv.on_hand for lv in events[-1].levels} == on_hand(world.wms)
+
+
+async def test_an_inquiry_goes_out_while_the_poll_interval_runs(world: World) -> None:
+    await world.connector.poll_events(None)
+    served = len(world.mailbox.received)
+
+    with deadline(0.1):
+        levels = await world.connector.fetch_levels(["SKU-00", "SKU-01"])
+
+    assert {lv.wms_sku for lv in levels} == {"SKU-00", "SKU-01"}
+    assert len(world.mailbox.received) == served + 1
+    assert world.time.now == 0.0
+    # The poll interval still holds for the next poll.
+    with deadline(0.1), pytest.raises(RateLimited) as refused:
+        await world.connector.poll_events(None)
+    assert refused.value.retry_after == pytest.approx(1 / SPEC.rate.rate)
+
+
+async def test_inquiries_beyond_the_inquiry_limit_are_refused_without_sending() -> None:
+    limit = RatePolicy(kind="requests_per_second", rate=2.0, burst=3.0)
+    async with make_world(spec=replace(SPEC, inquiries=limit)) as world:
+        for _ in range(3):
+            with deadline(0.1):
+                await world.connector.fetch_levels(["SKU-00"])
+        sent = len(world.mailbox.received)
+
+        with deadline(0.1), pytest.raises(RateLimited, match="inquiries budget") as refused:
+            await world.connector.fetch_levels(["SKU-00"])
+
+        assert len(world.mailbox.received) == sent
+        assert refused.value.retry_after == pytest.approx(0.5)
+        # Without a deadline the inquiry waits its turn, 1 / rate later.
+        await world.connector.fetch_levels(["SKU-00"])
+        assert world.time.now == pytest.approx(0.5)
