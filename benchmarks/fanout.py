@@ -143,9 +143,9 @@ async def _seed(database_url: str, secret: str, simulated: Sequence[str]) -> Non
     """Migrate and load the demo world; simulated warehouses get no seeded stock."""
     from pydantic import SecretStr
 
-    from stockgraph.app import Runtime
     from stockgraph.config import load_settings
     from stockgraph.persistence.migrate import upgrade
+    from stockgraph.runtime import Runtime
     from stockgraph.services.demo import seed_demo
 
     await upgrade(database_url)

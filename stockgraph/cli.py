@@ -66,7 +66,8 @@ def _admin_settings(args: argparse.Namespace) -> Settings:
 
 
 async def _demo(args: argparse.Namespace) -> None:
-    from stockgraph.app import Runtime, create_app
+    from stockgraph.app import create_app
+    from stockgraph.runtime import Runtime
     from stockgraph.services.demo import ACME, demo_clients, demo_warehouses, seed_demo
 
     data_dir = Path(args.data_dir)
@@ -271,7 +272,9 @@ def _settle_garbage_collector() -> None:
 
 
 async def _serve_command(args: argparse.Namespace) -> None:
-    from stockgraph.app import Runtime, create_app, warehouse_specs
+    from stockgraph.app import create_app
+    from stockgraph.runtime import Runtime
+    from stockgraph.wiring import warehouse_specs
 
     settings = _settings(args)
     topology = load_topology(settings.config)
@@ -296,10 +299,10 @@ async def _migrate(args: argparse.Namespace) -> None:
 
 
 async def _create_credential(args: argparse.Namespace) -> None:
-    from stockgraph.app import Runtime
     from stockgraph.auth.records import UnknownTenant
     from stockgraph.auth.scopes import format_scopes, parse_scopes
     from stockgraph.domain.ids import TenantId
+    from stockgraph.runtime import Runtime
 
     scopes = parse_scopes(args.scopes)
     runtime = Runtime.build(_admin_settings(args))

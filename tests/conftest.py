@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from stockgraph.app import Runtime
 from stockgraph.config import Settings, load_settings
 from stockgraph.persistence.migrate import upgrade
+from stockgraph.runtime import Runtime
 from stockgraph.services.demo import seed_demo
 
 TEST_SECRET = secrets.token_urlsafe(48)

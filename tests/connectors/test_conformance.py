@@ -20,12 +20,13 @@ import pytest
 from sqlalchemy import bindparam, text
 from starlette.applications import Starlette
 
-from stockgraph.app import Runtime, create_app
+from stockgraph.app import create_app
 from stockgraph.connectors.errors import RateLimited
 from stockgraph.connectors.runtime import deadline
 from stockgraph.connectors.simulation import SimulatedWms
 from stockgraph.domain.ids import TenantId
 from stockgraph.domain.model import WarehouseSpec
+from stockgraph.runtime import Runtime
 from stockgraph.schema.context import Limits
 from tests.conftest import make_settings
 from tests.graphql.helpers import run

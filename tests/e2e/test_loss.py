@@ -196,10 +196,10 @@ async def _seed_catalogue(database_url: str) -> None:
     """The tenant and its items: webhooks only move stock of items Stockgraph knows."""
     from pydantic import SecretStr
 
-    from stockgraph.app import Runtime
     from stockgraph.config import load_settings
     from stockgraph.domain.ids import Sku, TenantId
     from stockgraph.domain.model import Item
+    from stockgraph.runtime import Runtime
 
     runtime = Runtime.build(
         load_settings(database_url=database_url, jwt_secret=SecretStr("s" * 40))

@@ -10,12 +10,12 @@ from typing import Any
 
 from sqlalchemy import event
 
-from stockgraph.app import Runtime
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.cache.buckets import MemoryBuckets
 from stockgraph.domain.bucket import BucketPolicy
 from stockgraph.domain.ids import TenantId
+from stockgraph.runtime import Runtime
 from stockgraph.schema.build import build_schema
 from stockgraph.schema.context import Context, Limits
 from stockgraph.schema.errors import format_errors

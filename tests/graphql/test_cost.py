@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from graphql import parse
 
-from stockgraph.app import Runtime
 from stockgraph.cache.buckets import MemoryBuckets
 from stockgraph.domain.bucket import BucketPolicy
+from stockgraph.runtime import Runtime
 from stockgraph.schema.build import build_schema
 from stockgraph.schema.context import Limits
 from stockgraph.schema.cost import Sizes, WarehouseCountNeeded, actual_cost, analyse

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from stockgraph.app import Runtime
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain.ids import TenantId
+from stockgraph.runtime import Runtime
 from stockgraph.schema.build import build_schema
 from stockgraph.schema.context import Context
 from stockgraph.schema.errors import format_errors

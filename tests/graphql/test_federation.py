@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stockgraph.app import Runtime
+from stockgraph.runtime import Runtime
 from stockgraph.schema.relay import to_global_id
 from tests.graphql.helpers import counted_statements, run
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stockgraph.app import Runtime
 from stockgraph.auth.scopes import Scope
+from stockgraph.runtime import Runtime
 from stockgraph.schema.build import SchemaLimits, build_schema
 from stockgraph.schema.context import Context, Limits
 from stockgraph.schema.errors import format_errors

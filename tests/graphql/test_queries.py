@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from stockgraph.app import Runtime
+from stockgraph.runtime import Runtime
 from stockgraph.schema.relay import to_global_id
 from tests.graphql.helpers import assert_on_hand_identity, run
 

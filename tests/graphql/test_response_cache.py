@@ -12,10 +12,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from stockgraph.app import Runtime, create_app
+from stockgraph.app import create_app
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain.ids import Sku, TenantId
+from stockgraph.runtime import Runtime
 from tests.conftest import make_settings
 from tests.graphql.helpers import counted_statements
 

@@ -10,11 +10,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from stockgraph.app import Runtime, build_token_service, create_app
+from stockgraph.app import create_app
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.config import ConfigError, load_settings
 from stockgraph.domain.ids import TenantId
+from stockgraph.runtime import Runtime
+from stockgraph.wiring import build_token_service
 
 
 def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, path: Path) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stockgraph.app import Runtime
+from stockgraph.runtime import Runtime
 from tests.graphql.helpers import counted_statements, generous, run
 
 ALL_LEVEL_FIELDS = """sku warehouse { id code name region location { lat lng } dialect }

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from stockgraph.app import Runtime
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain.events import OutboxEvent, Topic
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.events.bus import MemoryBus
+from stockgraph.runtime import Runtime
 from stockgraph.schema.build import SchemaLimits, StockgraphSchema, build_schema
 from stockgraph.schema.context import Context
 from stockgraph.schema.events import event_cursor

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stockgraph.app import Runtime
+from stockgraph.runtime import Runtime
 from stockgraph.schema.relay import to_global_id
 from tests.graphql.helpers import _SCHEMA, run
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stockgraph.app import Runtime
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain.global_ids import to_global_id
 from stockgraph.domain.ids import TenantId
+from stockgraph.runtime import Runtime
 from tests.conftest import make_settings
 from tests.graphql.helpers import _SCHEMA, run
 from tests.integration.webhook_world import alerts

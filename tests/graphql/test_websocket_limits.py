@@ -14,10 +14,11 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from stockgraph.app import Runtime, create_app
+from stockgraph.app import create_app
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain.ids import TenantId
+from stockgraph.runtime import Runtime
 from tests.conftest import make_settings
 from tests.e2e.conftest import free_port
 

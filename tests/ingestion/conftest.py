@@ -14,7 +14,6 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from stockgraph.app import Runtime
 from stockgraph.connectors.base import (
     DialectSpec,
     EventKind,
@@ -29,6 +28,7 @@ from stockgraph.domain.ids import TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.persistence.inbox_store import SqlConnectorStates, SqlInbox
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
+from stockgraph.runtime import Runtime
 from stockgraph.services.ingestion import ConnectorInstance, IngestionService, Receipt
 from stockgraph.services.sync import SyncService
 from tests.conftest import make_settings

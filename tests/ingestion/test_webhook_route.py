@@ -10,10 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stockgraph.app import Runtime, create_app
+from stockgraph.app import create_app
 from stockgraph.connectors.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
 from stockgraph.domain.ids import TenantId
 from stockgraph.domain.model import WarehouseSpec
+from stockgraph.runtime import Runtime
 from tests.conftest import make_settings
 
 BODY = (

@@ -15,13 +15,14 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from stockgraph.app import Runtime, create_app
+from stockgraph.app import create_app
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.connectors.signing import sign
 from stockgraph.domain.ids import TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.events.streams import event_id
+from stockgraph.runtime import Runtime
 from stockgraph.schema.build import build_schema
 from stockgraph.schema.context import Context
 from stockgraph.services.ingestion import ConnectorInstance

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from stockgraph.app import Runtime
+from stockgraph.runtime import Runtime
 from tests.conftest import build_world, make_settings
 from tests.graphql.helpers import counted_statements, generous, run
 from tests.graphql.test_tenant_isolation import CASES

@@ -18,12 +18,13 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from stockgraph.app import Runtime, create_app
+from stockgraph.app import create_app
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.cache.buckets import FallbackBuckets, MemoryBuckets, RedisBuckets
 from stockgraph.domain.bucket import BucketPolicy
 from stockgraph.domain.ids import TenantId
+from stockgraph.runtime import Runtime
 from tests.conftest import make_settings
 from tests.e2e.conftest import free_port
 

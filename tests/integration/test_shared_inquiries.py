@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stockgraph.app import Runtime
 from stockgraph.connectors.errors import RateLimited
 from stockgraph.connectors.runtime import deadline
 from stockgraph.connectors.simulation import SimulatedWms
 from stockgraph.connectors.x12.simulator import Mailbox, build_simulator
 from stockgraph.domain.ids import TenantId
 from stockgraph.domain.model import WarehouseSpec
+from stockgraph.runtime import Runtime
 from stockgraph.services.ingestion import ConnectorInstance
 from tests.conftest import make_settings
 from tests.services import redis_url

@@ -17,12 +17,12 @@ import httpx
 import orjson
 import pytest
 
-from stockgraph.app import Runtime
 from stockgraph.domain.global_ids import event_cursor, warehouse_id
 from stockgraph.domain.webhooks import DEFAULT_RETRY_DELAYS, DeliveryStatus
 from stockgraph.events.dispatch import Dispatcher
 from stockgraph.persistence.migrate import upgrade
 from stockgraph.persistence.webhook_queue import SqlWebhookQueue
+from stockgraph.runtime import Runtime
 from tests.graphql.helpers import run
 from tests.integration.webhook_world import (
     Clock,

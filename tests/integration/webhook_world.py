@@ -13,13 +13,13 @@ import httpx
 from sqlalchemy import insert
 from standardwebhooks import Webhook
 
-from stockgraph.app import Runtime
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId
 from stockgraph.domain.model import InitialStock, Item, WarehouseSpec
 from stockgraph.domain.quantities import StockQuantities
 from stockgraph.domain.webhooks import DeliveryStatus, WebhookDelivery
 from stockgraph.persistence.event_log import sync_alert_row, take_outbox_turn
 from stockgraph.persistence.models import OutboxEventRow
+from stockgraph.runtime import Runtime
 from tests.conftest import make_settings
 
 

@@ -6,9 +6,9 @@ import re
 import tomllib
 from pathlib import Path
 
-from stockgraph.app import instance_mapping
 from stockgraph.config import parse_topology
 from stockgraph.connectors.registry import build_connector
+from stockgraph.wiring import instance_mapping
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -1,0 +1,121 @@
+"""Builders the composition root uses: the token service from settings, warehouses and
+mappings from the topology, what follows a commit, Prometheus gauges over live figures.
+Nothing here runs until :meth:`stockgraph.runtime.Runtime.build` or ``create_app`` calls
+it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge
+from pydantic import ValidationError
+
+from stockgraph.auth.tokens import SigningKey, TokenService
+from stockgraph.cache.invalidation import Invalidations
+from stockgraph.config import ConfigError, MappingConfig, Settings, Topology
+from stockgraph.domain.ids import Sku, TenantId
+from stockgraph.domain.mapping import InstanceMapping
+from stockgraph.domain.model import GeoPoint, WarehouseSpec
+from stockgraph.events.dispatch import Dispatcher
+from stockgraph.events.relay import Relay
+from stockgraph.services.ports import ProjectionChanged
+
+
+def build_token_service(settings: Settings) -> TokenService:
+    """Signing keys from settings: PEM keys (RS256/ES256) if given, else the HS256 secret."""
+    keys: list[SigningKey] = []
+    for kid, path in settings.private_key_paths():
+        try:
+            keys.append(SigningKey.from_pem(path.read_bytes(), kid))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"STOCKGRAPH_JWT_PRIVATE_KEYS: {path}: {exc}") from None
+    if settings.jwt_secret is not None:
+        keys.append(SigningKey.hs256(settings.jwt_secret.get_secret_value()))
+    if not keys:
+        raise ConfigError(
+            "STOCKGRAPH_JWT_SECRET: expected a signing secret of at least 32 bytes "
+            "(or keys in STOCKGRAPH_JWT_PRIVATE_KEYS)"
+        )
+    return TokenService(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        keys=keys,
+        active_kid=keys[0].kid,
+        ttl_seconds=settings.token_ttl_seconds,
+    )
+
+
+def warehouse_specs(topology: Topology) -> list[WarehouseSpec]:
+    return [
+        WarehouseSpec(
+            tenant_id=TenantId(w.tenant),
+            code=w.code,
+            connector_id=w.resolved_connector_id,
+            name=w.name,
+            region=w.region,
+            location=GeoPoint(w.lat, w.lng) if w.lat is not None and w.lng is not None else None,
+            dialect=w.dialect,
+            settings=w.connection,
+        )
+        for w in topology.warehouses
+    ]
+
+
+def instance_mapping(
+    settings: Mapping[str, Any], *, warehouse_code: str, connector_id: str
+) -> InstanceMapping:
+    """The ``mapping`` table of an instance's connection settings, checked."""
+    try:
+        config = MappingConfig.model_validate(settings.get("mapping") or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{connector_id}: mapping: {problems}") from None
+    return InstanceMapping(
+        skus=config.skus,
+        identity_skus=config.identity_skus,
+        unit_factors={
+            (sku, unit): factor
+            for sku, units in config.sku_units.items()
+            for unit, factor in units.items()
+        },
+        unit_defaults=config.units,
+        locations=config.locations,
+        default_location=warehouse_code,
+        statuses=config.statuses,
+    )
+
+
+def after_commit(
+    invalidations: Invalidations, relay: Relay, dispatcher: Dispatcher | None = None
+) -> ProjectionChanged:
+    """Everything a committed change to a projection must tell, in one place: the caches
+    (here and, through Redis, elsewhere), then the outbox relay and the webhook dispatcher."""
+
+    def committed(tenant_id: TenantId, skus: Collection[Sku] | None) -> None:
+        invalidations.changed(tenant_id, skus)
+        relay.wake()
+        if dispatcher is not None:
+            dispatcher.wake()
+
+    return committed
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def gauges(
+    registry: CollectorRegistry,
+    prefix: str,
+    figures: Mapping[str, str],
+    read: Callable[[], object],
+) -> None:
+    """One gauge per figure: ``prefix_name``, the attribute ``name`` of what ``read`` gives."""
+
+    def figure(name: str) -> Callable[[], float]:
+        return lambda: float(getattr(read(), name))
+
+    for name, help_text in figures.items():
+        Gauge(f"{prefix}_{name}", help_text, registry=registry).set_function(figure(name))
