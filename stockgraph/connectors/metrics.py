@@ -47,6 +47,9 @@ class RuntimeStats:
     last_error: str | None
     circuit_state: BreakerState
     budget_remaining: float
+    live_budget_remaining: float | None = None
+    """What is left of the budget a live read spends, where it is not ``budget_remaining``
+    (an x12 mailbox's inquiry limit, apart from its poll interval)."""
 
 
 class ConnectorMetrics:

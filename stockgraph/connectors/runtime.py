@@ -286,6 +286,9 @@ class InstanceRuntime:
             last_error=self._metrics.last_error,
             circuit_state=self._breaker.state,
             budget_remaining=self._budget.remaining,
+            live_budget_remaining=(
+                None if self._inquiry_budget is None else self._inquiry_budget.remaining
+            ),
         )
 
     async def aclose(self) -> None:

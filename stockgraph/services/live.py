@@ -224,10 +224,16 @@ def _use(
     instance: ConnectorInstance, calls: int, *, served_from_cache: bool, retry_after_ms: int | None
 ) -> UpstreamUse:
     stats = instance.health() if instance.health is not None else None
+    remaining = None
+    if stats is not None:
+        # The budget this read spent: an x12 mailbox's inquiry limit, not its poll interval.
+        remaining = stats.budget_remaining
+        if stats.live_budget_remaining is not None:
+            remaining = stats.live_budget_remaining
     return UpstreamUse(
         connector_id=instance.connector_id,
         calls=calls,
         served_from_cache=served_from_cache,
-        budget_remaining=stats.budget_remaining if stats is not None else None,
+        budget_remaining=remaining,
         retry_after_ms=retry_after_ms,
     )

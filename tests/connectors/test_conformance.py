@@ -429,6 +429,21 @@ X12_BETWEEN_POLLS = Harness(
 
 
 @pytest.mark.parametrize("wired", [X12_BETWEEN_POLLS], ids=["x12"], indirect=True)
+async def test_a_live_read_reports_what_is_left_of_the_budget_it_spent(wired: Wired) -> None:
+    query = '{ inventoryLevels(skus: ["SKU-00001"], maxAge: 0) { source } }'
+    await wired.runtime.sync.full_sync(wired.instance)  # an 846 inquiry: 1 of 3
+    await _graphql(wired, query)  # 2 of 3
+    body = await _graphql(wired, query)  # 3 of 3; the poll interval is untouched
+    [use] = [
+        u
+        for u in body["extensions"]["cost"]["upstreams"]
+        if u["connectorId"] == wired.instance.connector_id
+    ]
+    assert use["calls"] == 1
+    assert use["budgetRemaining"] < 0.5  # the inquiry limit, not the poll's 1 left
+
+
+@pytest.mark.parametrize("wired", [X12_BETWEEN_POLLS], ids=["x12"], indirect=True)
 async def test_an_x12_live_read_goes_out_between_polls_within_its_inquiry_limit(
     wired: Wired,
 ) -> None:
