@@ -307,6 +307,7 @@ class Runtime:
                 every_seconds=settings.outbox_prune_seconds,
                 # Events not yet turned into webhook deliveries stay, however old.
                 held_back_by=queue.position,
+                deliveries=queue,
             ),
             webhooks=WebhookService(
                 store=SqlWebhookStore(engine=engine), clock=now, on_queued=sender.wake

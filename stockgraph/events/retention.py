@@ -1,4 +1,5 @@
-"""Outbox retention: events older than the retention period are deleted, oldest first.
+"""Outbox retention: events older than the retention period are deleted, oldest first,
+and so are webhook deliveries that are over (delivered or dead) and as old.
 
 Subscribers replay from the outbox (``after``), so what it keeps bounds how far back a
 subscriber can resume; a cursor older than that is refused (``CURSOR_EXPIRED``), never
@@ -21,6 +22,10 @@ class Prunable(Protocol):
     async def prune(self, *, before: datetime, keep_after: int | None = None) -> int: ...
 
 
+class FinishedDeliveries(Protocol):
+    async def prune_finished(self, *, before: datetime) -> int: ...
+
+
 class OutboxRetention:
     """Deletes events older than ``keep`` every ``every_seconds``."""
 
@@ -31,6 +36,7 @@ class OutboxRetention:
         keep: timedelta,
         every_seconds: float = 300.0,
         held_back_by: Callable[[], Awaitable[int | None]] | None = None,
+        deliveries: FinishedDeliveries | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if keep <= timedelta(0):
@@ -39,12 +45,17 @@ class OutboxRetention:
         self._keep = keep
         self._every = every_seconds
         self._held_back_by = held_back_by
+        self._deliveries = deliveries
         self._clock = clock
 
     async def prune_once(self) -> int:
-        """Delete what is due now; how many events were deleted."""
+        """Delete what is due now (and webhook deliveries that are over and as old); how
+        many events were deleted."""
+        before = self._clock() - self._keep
+        if self._deliveries is not None:
+            await self._deliveries.prune_finished(before=before)
         keep_after = None if self._held_back_by is None else await self._held_back_by()
-        return await self._outbox.prune(before=self._clock() - self._keep, keep_after=keep_after)
+        return await self._outbox.prune(before=before, keep_after=keep_after)
 
     async def run(self) -> None:
         """Every ``every_seconds`` from start-up, until cancelled."""

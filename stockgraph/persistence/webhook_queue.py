@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import Table, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -109,6 +109,19 @@ class SqlWebhookQueue:
         async with self._engine.connect() as conn:
             found = await conn.scalar(query)
         return None if found is None else int(found)
+
+    async def prune_finished(self, *, before: datetime) -> int:
+        """Delete deliveries that are over (``DELIVERED`` or ``DEAD``) and were queued
+        before ``before``, with their attempts; how many deliveries went. Pending,
+        failing and parked (``DISABLED``) ones stay, however old."""
+        over = [DeliveryStatus.DELIVERED.value, DeliveryStatus.DEAD.value]
+        finished = select(_deliveries.c.id).where(
+            _deliveries.c.status.in_(over), _deliveries.c.created_at < before
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(finished)))
+            gone = await conn.execute(delete(_deliveries).where(_deliveries.c.id.in_(finished)))
+        return gone.rowcount or 0
 
     async def has_pending(self) -> bool:
         """Whether an outbox event lies past the cursor: one read, no lock."""

@@ -313,3 +313,31 @@ def _delivery_gid(tenant: str, message_id: str) -> str:
     from stockgraph.domain.global_ids import to_global_id
 
     return to_global_id("WebhookDelivery", tenant, message_id)
+
+
+async def test_retention_deletes_deliveries_that_are_over_and_keeps_the_rest(
+    world: tuple[Runtime, Receiver, Clock],
+) -> None:
+    runtime, receiver, clock = world
+    tenant = await new_tenant(runtime)
+    await runtime.webhooks.create_endpoint(tenant, url=URL, event_types=["sync.alert"])
+    await runtime.webhooks.create_endpoint(tenant, url=SLOW, event_types=["sync.alert"])
+
+    async def broken(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(500)
+
+    receiver.answers[SLOW] = broken
+    await alerts(runtime, tenant, 2)
+    await send_round(runtime)
+    assert statuses(await deliveries(runtime, tenant)) == {
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.FAILING,
+    }
+    queue = SqlWebhookQueue(engine=runtime.engine)
+
+    assert await queue.prune_finished(before=clock.now - timedelta(seconds=1)) == 0
+    assert await queue.prune_finished(before=clock.now + timedelta(seconds=1)) == 2
+    left = await deliveries(runtime, tenant)
+    assert {d.endpoint.url for d in left} == {SLOW}
+    assert statuses(left) == {DeliveryStatus.FAILING}
+    assert all(d.attempts for d in left)
