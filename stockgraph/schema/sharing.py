@@ -49,14 +49,14 @@ class SharedResult(ExecutionResult):
     first transport that sends it, and reused for every other subscriber."""
 
     @cached_property
-    def payload(self) -> bytes:
+    def payload(self) -> str:
         """The graphql-transport-ws ``next`` payload, as strawberry would write it."""
         body: dict[str, Any] = {"data": self.data}
         if self.errors:
             body["errors"] = [error.formatted for error in self.errors]
         if self.extensions:
             body["extensions"] = self.extensions
-        return orjson.dumps(body)
+        return orjson.dumps(body).decode()
 
 
 def _shareable(result: Any) -> Any:

@@ -8,7 +8,7 @@ message, instead of being turned into a dict and JSON again per subscriber.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -47,19 +47,34 @@ class TransportHandler(BaseGraphQLTransportWSHandler[Context, Any]):
                 continue
             if operation.completed:
                 return
-            message = b"".join(
+            message = "".join(
                 (
-                    b'{"id":',
-                    orjson.dumps(operation.id),
-                    b',"type":"next","payload":',
+                    '{"id":',
+                    orjson.dumps(operation.id).decode(),
+                    ',"type":"next","payload":',
                     result.payload,
-                    b"}",
+                    "}",
                 )
             )
             try:
-                await adapter.ws.send_bytes(message)
+                await adapter.ws.send_text(message)
             except WebSocketDisconnect as exc:
                 raise WebSocketDisconnected from exc
 
 
-__all__ = ["TransportHandler"]
+class TextFrames(ASGIWebSocketAdapter):
+    """Every graphql-transport-ws message as a text frame.
+
+    The protocol's messages are JSON text, and clients read them so: the reference client
+    (graphql-ws) parses only string data and closes the socket (4400) on a binary frame,
+    which is what strawberry sends when the view encodes JSON to bytes, as ours does.
+    """
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
+__all__ = ["TextFrames", "TransportHandler"]

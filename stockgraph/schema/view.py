@@ -39,7 +39,7 @@ from stockgraph.schema.context import NOBODY, Context, CostRecord, Limits, Servi
 from stockgraph.schema.errors import ErrorCode, error_body, format_errors
 from stockgraph.schema.stream import event_stream, wants_event_stream
 from stockgraph.schema.throttle import throttled
-from stockgraph.schema.transport import TransportHandler
+from stockgraph.schema.transport import TextFrames, TransportHandler
 
 log = logging.getLogger("stockgraph.http")
 
@@ -106,6 +106,7 @@ class GraphQLView(GraphQL[Context, RootValue]):
     """Strawberry's ASGI view with Stockgraph's authentication and response shape."""
 
     graphql_transport_ws_handler_class = TransportHandler
+    websocket_adapter_class = TextFrames
 
     def __init__(
         self,

@@ -38,7 +38,10 @@ async def _send(ws: ClientConnection, message: dict[str, Any]) -> None:
 
 
 async def _receive(ws: ClientConnection, seconds: float = 15.0) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), seconds))
+    raw = await asyncio.wait_for(ws.recv(), seconds)
+    # Text frames: the reference client (graphql-ws) drops the connection on binary ones.
+    assert isinstance(raw, str), f"a binary frame: {raw[:80]!r}"
+    message: dict[str, Any] = json.loads(raw)
     return message
 
 
