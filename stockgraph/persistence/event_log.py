@@ -185,7 +185,8 @@ class SqlEventLog:
         self, *, before: datetime, keep_after: int | None = None, batch: int = 10_000
     ) -> int:
         """Delete events committed before ``before`` (never one above ``keep_after``: a
-        reader that has not caught up keeps what it still needs); how many were deleted.
+        reader that has not caught up keeps what it still needs; never the newest one);
+        how many were deleted.
 
         Deletes the oldest first, ``batch`` ids per transaction, and records the highest id
         deleted, so replays from an older cursor are refused rather than silently short.
@@ -193,9 +194,14 @@ class SqlEventLog:
         async with self._engine.connect() as conn:
             query = select(func.max(_outbox.c.id)).where(_outbox.c.created_at < before)
             through = await conn.scalar(query)
-        if through is None:
+            newest = await conn.scalar(select(func.max(_outbox.c.id)))
+        if through is None or newest is None:
             return 0
-        through = int(through) if keep_after is None else min(int(through), keep_after)
+        # The newest event always stays: SQLite gives a new row the highest id held plus
+        # one, so an emptied outbox would hand out ids that cursors already name.
+        through = min(int(through), int(newest) - 1)
+        if keep_after is not None:
+            through = min(through, keep_after)
         deleted = 0
         while True:
             async with self._engine.begin() as conn:
