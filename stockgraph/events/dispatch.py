@@ -43,6 +43,7 @@ class Dispatcher:
         on_queued: Callable[[], None] = lambda: None,
         batch: int = 500,
         idle_seconds: float = 1.0,
+        coalesce_seconds: float = 0.05,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
@@ -51,6 +52,7 @@ class Dispatcher:
         self._on_queued = on_queued
         self._batch = batch
         self._idle = idle_seconds
+        self._coalesce = coalesce_seconds
         self._woken = asyncio.Event()
         self.cursor: int | None = None
         """The id of the last outbox event this dispatcher moved past; None before."""
@@ -69,6 +71,9 @@ class Dispatcher:
                 # A cheap read first: the write lock is taken only when there is work.
                 if await self._queue.has_pending():
                     await self.dispatch_pending()
+                    # Commits meanwhile are taken together on the next pass: at most one
+                    # write transaction per ``coalesce_seconds``, however fast they come.
+                    await asyncio.sleep(self._coalesce)
             except Exception:
                 log.exception("the webhook dispatcher failed; retrying")
                 await asyncio.sleep(self._idle)

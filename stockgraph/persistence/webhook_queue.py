@@ -103,10 +103,13 @@ class SqlWebhookQueue:
         self._engine = engine
 
     async def position(self) -> int | None:
-        """The last outbox event the dispatcher has queued deliveries for (None before it
-        first ran): outbox retention must not delete past it."""
+        """The last outbox event the dispatcher has queued deliveries for, which outbox
+        retention must not delete past; None when it holds nothing back (no endpoint: an
+        endpoint only hears of events committed after it was created)."""
         query = select(_cursor.c.event_id).where(_cursor.c.name == CURSOR)
         async with self._engine.connect() as conn:
+            if await conn.scalar(select(_endpoints.c.id).limit(1)) is None:
+                return None
             found = await conn.scalar(query)
         return None if found is None else int(found)
 
@@ -124,16 +127,29 @@ class SqlWebhookQueue:
         return gone.rowcount or 0
 
     async def has_pending(self) -> bool:
-        """Whether an outbox event lies past the cursor: one read, no lock."""
+        """Whether an outbox event lies past the cursor and some endpoint may want it:
+        reads only, no lock. With no endpoint at all the cursor stays where it is (the
+        first endpoint created moves it past everything committed before it)."""
         saved = select(_cursor.c.event_id).where(_cursor.c.name == CURSOR).scalar_subquery()
         query = select(_outbox.c.id).where(_outbox.c.id > func.coalesce(saved, -1)).limit(1)
         async with self._engine.connect() as conn:
+            if await conn.scalar(select(_endpoints.c.id).limit(1)) is None:
+                return False
             return (await conn.scalar(query)) is not None
 
     async def fan_out(self, *, now: datetime, limit: int = 500) -> FanOut:
         """Queue deliveries for up to ``limit`` outbox events past the cursor; move it."""
         async with self._engine.begin() as conn:
             after = await self._lock_cursor(conn, now)
+            # No endpoint hears of what was committed before it was created: skip it all.
+            oldest_interest = await conn.scalar(select(func.min(_endpoints.c.since_event_id)))
+            if oldest_interest is not None and int(oldest_interest) > after:
+                after = int(oldest_interest)
+                await conn.execute(
+                    update(_cursor)
+                    .where(_cursor.c.name == CURSOR)
+                    .values(event_id=after, updated_at=now)
+                )
             rows = (
                 await conn.execute(
                     select(_outbox).where(_outbox.c.id > after).order_by(_outbox.c.id).limit(limit)

@@ -43,6 +43,7 @@ from stockgraph.persistence.models import (
     Tenant,
     WarehouseRow,
     WebhookCursorRow,
+    WebhookEndpointRow,
 )
 from stockgraph.persistence.stock_store import SqlStockStore
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
@@ -57,6 +58,7 @@ _outbox = cast(Table, OutboxEventRow.__table__)
 _moves = cast(Table, StockMovementRow.__table__)
 _levels = cast(Table, StockLevelRow.__table__)
 _webhook_cursor = cast(Table, WebhookCursorRow.__table__)
+_webhook_endpoints = cast(Table, WebhookEndpointRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -427,6 +429,7 @@ async def test_retention_keeps_what_the_webhook_dispatcher_has_not_reached(
 ) -> None:
     site = await _site(engine)
     log, queue = SqlEventLog(engine=engine), SqlWebhookQueue(engine=engine)
+    await _endpoint(engine, site)
     ids = await _aged_events(engine, site, [timedelta(days=30)] * 4)
     async with engine.begin() as conn:  # the dispatcher has queued the first two only
         await conn.execute(update(_webhook_cursor).values(event_id=ids[1]))
@@ -438,7 +441,48 @@ async def test_retention_keeps_what_the_webhook_dispatcher_has_not_reached(
     assert [e.id for e in await log.after(0)] == ids[2:]
     dispatched = await queue.fan_out(now=NOW)
     assert dispatched.cursor == ids[3]
+    assert await retention.prune_once() == 1  # the newest event always stays
+
+
+async def test_without_endpoints_nothing_is_dispatched_and_retention_is_not_held_back(
+    engine: AsyncEngine,
+) -> None:
+    site = await _site(engine)
+    log, queue = SqlEventLog(engine=engine), SqlWebhookQueue(engine=engine)
+    ids = await _aged_events(engine, site, [timedelta(days=30)] * 3)
+
+    assert not await queue.has_pending()  # no write transaction per commit for nobody
+    assert await queue.position() is None
+    retention = OutboxRetention(
+        outbox=log, keep=timedelta(days=7), held_back_by=queue.position, clock=lambda: NOW
+    )
     assert await retention.prune_once() == 2
+    assert [e.id for e in await log.after(0)] == ids[-1:]  # the newest always stays
+
+    # The first endpoint hears of what comes after it, and the cursor jumps there at once.
+    await _endpoint(engine, site, since=ids[-1])
+    later = await _aged_events(engine, site, [timedelta(0)])
+    assert later[0] > ids[-1]  # ids are never handed out twice
+    assert await queue.has_pending()
+    moved = await queue.fan_out(now=NOW)
+    assert (moved.events, moved.deliveries, moved.cursor) == (1, 1, later[0])
+
+
+async def _endpoint(engine: AsyncEngine, site: Site, *, since: int = 0) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(_webhook_endpoints).values(
+                tenant_id=site.tenant_id,
+                url=f"https://{_new_id('backend')}.example/hooks",
+                secret="whsec_" + "A" * 32,
+                event_types=[Topic.STOCK_CHANGED.value],
+                description="",
+                enabled=True,
+                since_event_id=since,
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
 
 
 def _at(event_id: int) -> Any:
