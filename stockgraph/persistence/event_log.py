@@ -126,7 +126,8 @@ def stock_changed_rows(
     ]
 
 
-def _event(row: Row[Any]) -> OutboxEvent:
+def outbox_event(row: Row[Any]) -> OutboxEvent:
+    """The event an ``outbox_events`` row holds."""
     return OutboxEvent(
         id=int(row.id),
         tenant_id=TenantId(row.tenant_id),
@@ -169,7 +170,7 @@ class SqlEventLog:
         query = query.order_by(_outbox.c.id).limit(limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_event(row) for row in rows]
+        return [outbox_event(row) for row in rows]
 
     async def last_id(self) -> int:
         async with self._engine.connect() as conn:
@@ -218,4 +219,4 @@ class SqlEventLog:
                 )
 
 
-__all__ = ["SqlEventLog", "stock_changed_payload", "stock_changed_rows"]
+__all__ = ["SqlEventLog", "outbox_event", "stock_changed_payload", "stock_changed_rows"]

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import orjson
 from sqlalchemy import Table, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stockgraph.domain.events import OutboxEvent, Topic
-from stockgraph.domain.ids import Sku, TenantId, WarehouseId
+from stockgraph.domain.ids import WarehouseId
 from stockgraph.domain.webhooks import (
     OPEN_STATUSES,
     AttemptTrigger,
@@ -37,6 +36,7 @@ from stockgraph.domain.webhooks import (
     delivery_id,
     webhook_body,
 )
+from stockgraph.persistence.event_log import outbox_event
 from stockgraph.persistence.models import (
     OutboxEventRow,
     WarehouseRow,
@@ -157,7 +157,7 @@ class SqlWebhookQueue:
             ).all()
             if not rows:
                 return FanOut(0, 0, after)
-            events = [_event(row) for row in rows if row.topic in _KNOWN_TOPICS]
+            events = [outbox_event(row) for row in rows if row.topic in _KNOWN_TOPICS]
             tenants = {e.tenant_id for e in events}
             endpoints = (
                 (
@@ -414,18 +414,6 @@ class SqlWebhookQueue:
         for status, count in rows:
             found[DeliveryStatus(status)] = int(count)
         return found
-
-
-def _event(row: Any) -> OutboxEvent:
-    return OutboxEvent(
-        id=int(row.id),
-        tenant_id=TenantId(row.tenant_id),
-        topic=Topic(row.topic),
-        warehouse_id=None if row.warehouse_id is None else WarehouseId(row.warehouse_id),
-        sku=None if row.sku is None else Sku(row.sku),
-        payload=orjson.loads(row.payload),
-        created_at=row.created_at,
-    )
 
 
 __all__ = ["AttemptResult", "Claim", "FanOut", "SqlWebhookQueue"]

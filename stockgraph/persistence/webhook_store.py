@@ -64,18 +64,23 @@ _DELIVERY_COLUMNS = (
 )
 
 
-def endpoint_of(row: Any) -> WebhookEndpoint:
+def endpoint_of(row: Any, *, prefix: str = "") -> WebhookEndpoint:
+    """The endpoint in ``row``, whose columns are named ``prefix`` + the column's name."""
+
+    def column(name: str) -> Any:
+        return getattr(row, prefix + name)
+
     return WebhookEndpoint(
-        id=int(row.id),
-        tenant_id=TenantId(row.tenant_id),
-        url=row.url,
-        event_types=tuple(row.event_types),
-        description=row.description,
-        enabled=bool(row.enabled),
-        disabled_reason=row.disabled_reason,
-        disabled_at=row.disabled_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=int(column("id")),
+        tenant_id=TenantId(column("tenant_id")),
+        url=column("url"),
+        event_types=tuple(column("event_types")),
+        description=column("description"),
+        enabled=bool(column("enabled")),
+        disabled_reason=column("disabled_reason"),
+        disabled_at=column("disabled_at"),
+        created_at=column("created_at"),
+        updated_at=column("updated_at"),
     )
 
 
@@ -399,18 +404,7 @@ def _delivery_of(row: Any, attempts: Sequence[DeliveryAttempt]) -> WebhookDelive
     return WebhookDelivery(
         id=row.id,
         tenant_id=TenantId(row.tenant_id),
-        endpoint=WebhookEndpoint(
-            id=int(row.endpoint_id),
-            tenant_id=TenantId(row.endpoint_tenant_id),
-            url=row.endpoint_url,
-            event_types=tuple(row.endpoint_event_types),
-            description=row.endpoint_description,
-            enabled=bool(row.endpoint_enabled),
-            disabled_reason=row.endpoint_disabled_reason,
-            disabled_at=row.endpoint_disabled_at,
-            created_at=row.endpoint_created_at,
-            updated_at=row.endpoint_updated_at,
-        ),
+        endpoint=endpoint_of(row, prefix="endpoint_"),
         event_id=int(row.event_id),
         event_type=row.event_type,
         body=row.body,

@@ -23,9 +23,8 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -34,7 +33,6 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 from websockets.asyncio.client import ClientConnection, connect
@@ -48,9 +46,15 @@ from stockgraph.connectors.simulation import SimEvent, SimulatedWms, WebhookPush
 from stockgraph.persistence.database import normalise_url
 from stockgraph.schema.relay import from_cursor
 from tests.e2e.conftest import free_port, stockgraph
-from tests.services import postgres_url
+from tests.integration import conftest as integration
 
 pytestmark = pytest.mark.e2e
+
+# The integration tests' fixtures: a new SQLite file or PostgreSQL database per test, each
+# backend in turn.
+sqlite_url = integration.sqlite_url
+postgres_database_url = integration.postgres_database_url
+database_url = integration.database_url
 
 EVENTS = 10_000
 RESTART_AT = EVENTS // 2
@@ -156,40 +160,6 @@ class Server:
     @property
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
-
-
-@pytest.fixture
-def sqlite_database(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'stockgraph.db'}"
-
-
-@pytest.fixture
-async def postgres_database() -> AsyncIterator[str]:
-    """A new, empty database on the test PostgreSQL server, dropped afterwards."""
-    server_url = make_url(normalise_url(postgres_url()))
-    name = f"sg_loss_{uuid.uuid4().hex}"
-    admin = create_async_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield server_url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            async with admin.connect() as connection:
-                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite_database", id="sqlite"),
-        pytest.param("postgres_database", id="postgresql", marks=pytest.mark.postgres),
-    ]
-)
-def database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(request.param)
-    return url
 
 
 async def _seed_catalogue(database_url: str) -> None:
