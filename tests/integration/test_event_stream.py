@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -23,9 +21,12 @@ from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.events.bus import MemoryBus
 from stockgraph.events.relay import Relay
 from stockgraph.events.streams import EventStream, event_id
-from tests.e2e.conftest import free_port
-from tests.integration.test_redis_outage import REDIS_SERVER, RedisServer
+from tests.integration import test_redis_outage as outage
+from tests.integration.test_redis_outage import RedisServer
 from tests.services import redis_url
+
+server = outage.server
+"""A private redis-server on a spare port, stopped and started by the test."""
 
 pytestmark = pytest.mark.redis
 
@@ -233,22 +234,6 @@ async def test_a_stream_ahead_of_the_outbox_is_reported_and_the_relay_delivers_i
     finally:
         subscriber.close()
         await process.close()
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    binary = REDIS_SERVER if os.access(REDIS_SERVER, os.X_OK) else shutil.which("redis-server")
-    if binary is None:
-        reason = f"{REDIS_SERVER} is not installed; install redis-server to run the outage tests"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
-        pytest.skip(reason)
-    redis_server = RedisServer(binary, free_port())
-    try:
-        redis_server.start()
-        yield redis_server
-    finally:
-        redis_server.stop()
 
 
 async def test_subscribers_get_every_event_once_in_order_through_a_redis_outage(
