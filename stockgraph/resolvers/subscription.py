@@ -81,7 +81,7 @@ class Subscription:
                 context.event_id = event.id
                 yield change
         except SubscriberTooSlow:
-            raise _lagging(last) from None
+            raise SubscriptionLagging.resume_after(last) from None
         except CursorExpired as exc:
             raise _expired(exc) from None
 
@@ -108,7 +108,7 @@ class Subscription:
                 context.event_id = event.id
                 yield alert
         except SubscriberTooSlow:
-            raise _lagging(last) from None
+            raise SubscriptionLagging.resume_after(last) from None
         except CursorExpired as exc:
             raise _expired(exc) from None
 
@@ -121,13 +121,6 @@ def _expired(exc: CursorExpired) -> BadUserInput:
         argument="after",
         reason="CURSOR_EXPIRED",
         oldestCursor=event_cursor(exc.pruned_through),
-    )
-
-
-def _lagging(last: str | None) -> SubscriptionLagging:
-    """Never a silent skip: the subscriber is told where to resume from."""
-    return SubscriptionLagging(
-        "this subscription fell too far behind; subscribe again with `after`", resumeAfter=last
     )
 
 

@@ -96,15 +96,17 @@ class StockgraphSchema(strawberry.federation.Schema):
             "allowed_operation_types": allowed_operation_types,
         }
         shared = self.shared
-        found = shared and shared.key(query, variable_values, operation_name, context_value)
-        if not found or not isinstance(context_value, Context):
+        if shared is None or not isinstance(context_value, Context):
+            return await run(query, context_value=context_value, **options)
+        found = shared.key(query, variable_values, operation_name, context_value)
+        if found is None:
             return await run(query, context_value=context_value, **options)
         key, field = found
 
         async def start(context: Context) -> AsyncIterator[Any]:
             return await run(query, context_value=context, **options)
 
-        return await shared.join(key, field, context_value, start)  # type: ignore[union-attr]
+        return await shared.join(key, field, context_value, start)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

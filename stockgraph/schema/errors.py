@@ -63,6 +63,14 @@ class SubscriptionLagging(StockgraphError):
 
     code = ErrorCode.THROTTLED
 
+    @classmethod
+    def resume_after(cls, cursor: str | None) -> SubscriptionLagging:
+        """Never a silent skip: the subscriber is told where to resume from."""
+        return cls(
+            "this subscription fell too far behind; subscribe again with `after`",
+            resumeAfter=cursor,
+        )
+
 
 class Throttled(StockgraphError):
     """The caller's cost bucket holds less than the operation needs; nothing ran."""

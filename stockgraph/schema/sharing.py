@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import orjson
@@ -113,13 +113,16 @@ class _Member:
 class _Group:
     """One running operation and the subscribers sharing its results."""
 
-    def __init__(self, hub: SharedSubscriptions, key: Hashable, context: Context) -> None:
+    def __init__(
+        self, hub: SharedSubscriptions, key: Hashable, field: str, context: Context
+    ) -> None:
         self.hub = hub
         self.key = key
+        self.field = field
+        """The root field's response key: where a lagging member's error points."""
         self.context = context
         self.members: set[_Member] = set()
         self.task: asyncio.Task[None] | None = None
-        self.field = ""
 
     async def pump(self, start: Start) -> None:
         """Run the operation once and hand each result to every member, in order."""
@@ -151,6 +154,29 @@ class _Group:
                 self.task.cancel()
 
 
+@lru_cache(maxsize=1024)
+def _subscription_root(query: str, operation_name: str | None) -> tuple[str, str | None] | None:
+    """For a subscription that may be shared: its root field's response key and the name of
+    the variable its ``after`` takes (None without one); None when it must run alone (not a
+    subscription, several root selections, a literal cursor). One parse per document."""
+    operation = parsed_operation(query, operation_name)
+    if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
+        return None
+    fields = operation.selection_set.selections
+    if len(fields) != 1 or not isinstance(fields[0], FieldNode):
+        return None
+    root = fields[0]
+    after: str | None = None
+    for argument in root.arguments or ():
+        if argument.name.value != "after":
+            continue
+        if isinstance(argument.value, VariableNode):
+            after = argument.value.name.value
+        elif not isinstance(argument.value, NullValueNode):
+            return None
+    return (root.alias or root.name).value, after
+
+
 class SharedSubscriptions:
     """Groups identical subscriptions so each result is computed once (see module doc)."""
 
@@ -160,48 +186,29 @@ class SharedSubscriptions:
         self._capacity = capacity
         self._groups: dict[Hashable, _Group] = {}
 
-    @property
-    def groups(self) -> int:
-        return len(self._groups)
-
-    @property
-    def subscribers(self) -> int:
-        return sum(len(group.members) for group in self._groups.values())
-
     def key(
         self,
         query: str | None,
         variables: dict[str, Any] | None,
         operation_name: str | None,
-        context: object,
+        context: Context,
     ) -> tuple[Hashable, str] | None:
         """The group key of a subscription and its root field's response key, or None
-        when it must run on its own (not a subscription, an ``after`` cursor, no caller)."""
-        if query is None or not isinstance(context, Context) or not context.principal.scopes:
+        when it must run on its own (not a subscription, an ``after`` cursor, no scopes)."""
+        if query is None or not context.principal.scopes:
             return None
-        operation = parsed_operation(query, operation_name)
-        if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
+        root = _subscription_root(query, operation_name)
+        if root is None:
             return None
-        fields = operation.selection_set.selections
-        if len(fields) != 1 or not isinstance(fields[0], FieldNode):
+        name, after = root
+        if after is not None and (variables or {}).get(after) is not None:
             return None
-        root = fields[0]
-        for argument in root.arguments or ():
-            if argument.name.value != "after":
-                continue
-            value = argument.value
-            if isinstance(value, VariableNode):
-                if (variables or {}).get(value.name.value) is not None:
-                    return None
-            elif not isinstance(value, NullValueNode):
-                return None
         try:
             encoded = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS).decode()
         except TypeError:
             return None
         principal = context.principal
         scopes = tuple(sorted(scope.value for scope in principal.scopes))
-        name = (root.alias or root.name).value
         return (principal.tenant_id, scopes, query, operation_name, encoded), name
 
     async def join(
@@ -213,8 +220,7 @@ class SharedSubscriptions:
             leader = Context(
                 principal=context.principal, services=context.services, limits=context.limits
             )
-            group = self._groups[key] = _Group(self, key, leader)
-            group.field = field
+            group = self._groups[key] = _Group(self, key, field, leader)
             group.task = asyncio.create_task(group.pump(start), name="shared-subscription")
         member = _Member(self._capacity)
         group.members.add(member)
@@ -243,10 +249,7 @@ class SharedSubscriptions:
 
 
 def _lagging(field: str, resume_after: str | None) -> ExecutionResult:
-    error = SubscriptionLagging(
-        "this subscription fell too far behind; subscribe again with `after`",
-        resumeAfter=resume_after,
-    )
+    error = SubscriptionLagging.resume_after(resume_after)
     located = GraphQLError(
         error.message, path=[field], original_error=error, extensions=error.extensions
     )
