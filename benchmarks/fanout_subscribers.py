@@ -44,11 +44,17 @@ from typing import Any
 import fanout
 import orjson
 from _shared import BenchmarkError, checkout, cpu_ticks, log, percentile, run_in_workdir
-from fanout import DIALECTS, FANOUT_INSTANCES, Connection, Stack, cpu_ms, demo_instances
+from fanout import Connection, Stack, cpu_ms
 from fanout import webhook_targets as targets_of
-from sync_latency import Webhook, _Chosen, bearer_token, run_loop, schedule, sku_pool
-
-from stockgraph.connectors.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
+from sync_latency import (
+    Webhook,
+    bearer_token,
+    quiet_rest_stack,
+    run_loop,
+    schedule,
+    signed,
+    sku_pool,
+)
 
 TARGET_P99_MS = 50.0
 DOCUMENT = (
@@ -247,18 +253,9 @@ async def measure(
             if webhook.index == warm:
                 gc_before = gc_counts(stack.base)
                 ticks = cpu_ticks(stack.pid)
-            target = webhook.target
-            target.sequence += 1
-            event_id = f"fan-{target.connector_id}-{target.sequence}"
-            chosen = _Chosen(webhook.code, webhook.on_hand)
-            body, _ = fanout.webhook_body(target, event_id, target.sequence, chosen)
-            headers = {
-                SIGNATURE_HEADER: sign(body, target.secret, timestamp=int(time.time())),
-                EVENT_ID_HEADER: event_id,
-                "Content-Type": "application/json",
-            }
+            body, headers = signed(webhook, "fan")
             sent = time.perf_counter()
-            status, answer = await conn.post(target.path, body, headers)
+            status, answer = await conn.post(webhook.target.path, body, headers)
             if not 200 <= status < 300:
                 raise BenchmarkError(f"webhook answered {status}: {answer[:200]!r}")
             await asyncio.sleep(args.gap)
@@ -339,16 +336,7 @@ def tally_round(subs: Sequence[Subscriber], webhook: Webhook, sent: float, into:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    rest = [i for i in range(FANOUT_INSTANCES) if DIALECTS[i % len(DIALECTS)] == "rest"]
-    stack = Stack(
-        name="fanout-subs",
-        workdir=workdir / "fanout-subs",
-        instances=demo_instances(rest[:1]),
-        latency_ms=0.0,
-        python=args.python,
-        server_cpus=args.server_cpus or None,
-        other_cpus=args.load_cpus or None,
-    )
+    stack = quiet_rest_stack("fanout-subs", workdir, 1, args)
     try:
         stack.start()
         synced_s = stack.wait_synced()

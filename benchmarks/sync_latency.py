@@ -177,6 +177,36 @@ def schedule(
     return out
 
 
+def signed(webhook: Webhook, prefix: str) -> tuple[bytes, dict[str, str]]:
+    """The rest dialect's webhook counting ``webhook``'s SKU at its figure, with the next
+    sequence and event id of its instance, and the headers that sign it."""
+    target = webhook.target
+    target.sequence += 1
+    event_id = f"{prefix}-{target.connector_id}-{target.sequence}"
+    chosen = _Chosen(webhook.code, webhook.on_hand)
+    body, _ = webhook_body(target, event_id, target.sequence, chosen)
+    headers = {
+        SIGNATURE_HEADER: sign(body, target.secret, timestamp=int(time.time())),
+        EVENT_ID_HEADER: event_id,
+        "Content-Type": "application/json",
+    }
+    return body, headers
+
+
+def quiet_rest_stack(name: str, workdir: Path, instances: int, args: argparse.Namespace) -> Stack:
+    """A Stockgraph of its own in front of ``instances`` quiet simulated rest WMSs."""
+    rest = [i for i in range(FANOUT_INSTANCES) if DIALECTS[i % len(DIALECTS)] == "rest"]
+    return Stack(
+        name=name,
+        workdir=workdir / name,
+        instances=demo_instances(rest[:instances]),
+        latency_ms=0.0,
+        python=args.python,
+        server_cpus=args.server_cpus or None,
+        other_cpus=args.load_cpus or None,
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # The subscribers and the sender, one event loop
 
@@ -246,20 +276,10 @@ async def send(
                 await asyncio.sleep(delay)
             elif delay < -0.01:
                 tally.late_sends += 1
-            target = webhook.target
-            target.sequence += 1
-            event_id = f"sync-{target.connector_id}-{target.sequence}"
-            body, _ = webhook_body(
-                target, event_id, target.sequence, _Chosen(webhook.code, webhook.on_hand)
-            )
-            headers = {
-                SIGNATURE_HEADER: sign(body, target.secret, timestamp=int(time.time())),
-                EVENT_ID_HEADER: event_id,
-                "Content-Type": "application/json",
-            }
+            body, headers = signed(webhook, "sync")
             tally.sent_at[webhook.index] = clock()
             try:
-                status, _answer = await conn.post(target.path, body, headers)
+                status, _answer = await conn.post(webhook.target.path, body, headers)
             except (OSError, asyncio.IncompleteReadError) as exc:
                 tally.statuses[type(exc).__name__] += 1
                 continue
@@ -397,16 +417,7 @@ async def measure(
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    rest = [i for i in range(FANOUT_INSTANCES) if DIALECTS[i % len(DIALECTS)] == "rest"]
-    stack = Stack(
-        name="sync",
-        workdir=workdir / "sync",
-        instances=demo_instances(rest[:INGEST_INSTANCES]),
-        latency_ms=0.0,
-        python=args.python,
-        server_cpus=args.server_cpus or None,
-        other_cpus=args.load_cpus or None,
-    )
+    stack = quiet_rest_stack("sync", workdir, INGEST_INSTANCES, args)
     try:
         stack.start()
         synced_s = stack.wait_synced()
