@@ -171,7 +171,7 @@ def _rate_table(value: Any, key: str) -> tuple[float, float]:
 
 
 def _inquiry_limit(spec: DialectSpec, value: Any) -> RatePolicy | None:
-    """The separate inquiry limit an instance's settings give (requests per second)."""
+    """The separate inquiry limit an instance's settings give, of the kind declared."""
     if value is None:
         return None
     if spec.inquiries is None:
@@ -179,4 +179,4 @@ def _inquiry_limit(spec: DialectSpec, value: Any) -> RatePolicy | None:
             f"inquiry_limit: the {spec.name} dialect has no separate inquiry limit"
         )
     rate, burst = _rate_table(value, "inquiry_limit")
-    return RatePolicy(kind="requests_per_second", rate=rate, burst=burst)
+    return replace(spec.inquiries, rate=rate, burst=burst)

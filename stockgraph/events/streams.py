@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, cast
+from typing import cast
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -45,6 +45,7 @@ from stockgraph.cache.failover import Failover
 from stockgraph.domain.events import OutboxEvent, Topic
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.events.bus import MemoryBus
+from stockgraph.events.relay import Outbox
 
 log = logging.getLogger("stockgraph.events")
 
@@ -55,14 +56,6 @@ Entries = list[tuple[bytes, Fields]]
 """Stream entries, oldest first, as ``XRANGE`` and ``XREAD`` return them."""
 
 _KNOWN_TOPICS = frozenset(topic.value for topic in Topic)
-
-
-class Outbox(Protocol):
-    """The outbox as the reader fills gaps from it (the services' ``EventLog``)."""
-
-    async def after(self, after_id: int, *, limit: int = 500) -> Sequence[OutboxEvent]: ...
-
-    async def last_id(self) -> int: ...
 
 
 class StreamAhead(Exception):
@@ -337,7 +330,8 @@ class EventStream:
     async def _fill(self, *, before: int) -> None:
         """Deliver from the outbox the events the stream lacks below ``before``."""
         while (start := self._position()) < before - 1:
-            events = await self._outbox.after(start, limit=self._batch)
+            # Ids the outbox never holds (rolled back) make gaps too: read no further.
+            events = await self._outbox.after(start, limit=min(self._batch, before - 1 - start))
             wanted = [event for event in events if event.id < before]
             self._bus.publish(wanted)
             self.stats.filled += len(wanted)

@@ -35,10 +35,6 @@ class EventFeed:
 
         Raises :class:`CursorExpired` when retention has deleted events after ``after``.
         """
-        if after is not None:
-            pruned = await self._log.pruned_through()
-            if after < pruned:
-                raise CursorExpired(after, pruned)
         live = self._bus.subscribe(tenant_id, lambda e: e.topic == topic and accept(e))
         try:
             if after is None:
@@ -49,6 +45,12 @@ class EventFeed:
                     page = await self._log.after(
                         last, tenant_id=tenant_id, topic=topic, limit=self._page
                     )
+                    # Checked after reading: retention deletes and records how far in one
+                    # transaction, so a page read before a deletion is whole, and one read
+                    # after it is caught here.
+                    pruned = await self._log.pruned_through()
+                    if last < pruned:
+                        raise CursorExpired(after, pruned)
                     for event in page:
                         last = event.id
                         if accept(event):

@@ -101,10 +101,10 @@ class SyncService:
             return report
         if events:
             async with self._ingestion.lock(instance.connector_id), self._uow() as uow:
-                for event in sorted(events, key=lambda e: e.sequence):
-                    await self._ingestion.apply_event(
-                        uow, instance, event, cause=MovementCause.POLL, report=report
-                    )
+                # One pass for the whole poll: levels read and written once, in WMS order.
+                await self._ingestion.apply_events(
+                    uow, instance, events, cause=MovementCause.POLL, report=report
+                )
                 await uow.commit()
         if next_cursor is not None and next_cursor != cursor:
             await self._states.save(instance.connector_id, cursor=next_cursor)
