@@ -40,8 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -59,6 +58,7 @@ from stockgraph.connectors.errors import (
 )
 from stockgraph.connectors.metrics import ConnectorMetrics, InstanceMetrics, RuntimeStats
 from stockgraph.connectors.retry import RetryPolicy
+from stockgraph.domain.retry_after import read_retry_after
 
 ResponseCheck = Callable[[httpx.Response], None]
 """A dialect's reading of an answer whose status says success: raises a ``ConnectorError``
@@ -91,27 +91,14 @@ def retry_after_seconds(
     >>> retry_after_seconds("2")
     2.0
     >>> retry_after_seconds(
-    ...     "Wed, 21 Oct 2026 07:28:30 GMT", now=datetime(2026, 10, 21, 7, 28, tzinfo=UTC)
+    ...     "Wed, 21 Oct 2026 07:28:30 GMT", now=datetime.fromisoformat("2026-10-21T07:28Z")
     ... )
     30.0
     >>> retry_after_seconds(None, default=1.0)
     1.0
     """
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else default
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    found = read_retry_after(value, now=now)
+    return default if found is None else found
 
 
 def classify(response: httpx.Response, *, instance_id: str) -> None:

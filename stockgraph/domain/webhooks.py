@@ -22,16 +22,17 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
+from stockgraph.domain.errors import DomainError
 from stockgraph.domain.events import OutboxEvent, Topic
 from stockgraph.domain.global_ids import event_cursor, warehouse_id
 from stockgraph.domain.ids import TenantId
+from stockgraph.domain.retry_after import read_retry_after
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not a secret
 SECRET_BYTES = 32
@@ -76,14 +77,21 @@ class RefusalCode(StrEnum):
     INVALID_SECRET = "INVALID_SECRET"  # noqa: S105 - an error code
 
 
-class WebhookRefused(Exception):
+class WebhookRefused(DomainError):
     """A business rule refused a webhook request; ``field`` names the input at fault."""
+
+    code: RefusalCode
 
     def __init__(self, code: RefusalCode, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
+
+    @classmethod
+    def not_found(cls, what: str) -> WebhookRefused:
+        """The id names nothing of the caller's (none, or another tenant's)."""
+        return cls(RefusalCode.NOT_FOUND, f"no {what} of yours", field="id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,30 +273,6 @@ class RetrySchedule:
 RETRY_AFTER_STATUSES = (429, 503)
 
 
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """A ``Retry-After`` header (seconds, or an HTTP date) as seconds from ``now``.
-
-    >>> from datetime import datetime, UTC
-    >>> now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-    >>> retry_after_seconds("120", now), retry_after_seconds("Thu, 01 Jan 2026 12:01:00 GMT", now)
-    (120.0, 60.0)
-    >>> retry_after_seconds("soon", now) is None
-    True
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - now).total_seconds())
-
-
 class Outcome(StrEnum):
     """What one attempt led to (the ``outcome`` label of the attempts counter)."""
 
@@ -333,8 +317,8 @@ def next_step(
     if delay is None:
         return NextStep(Outcome.DEAD, DeliveryStatus.DEAD, None)
     if status_code in RETRY_AFTER_STATUSES and headers is not None:
-        asked = retry_after_seconds(
-            {k.lower(): v for k, v in headers.items()}.get("retry-after"), now or datetime.now(UTC)
+        asked = read_retry_after(
+            {k.lower(): v for k, v in headers.items()}.get("retry-after"), now=now
         )
         if asked is not None:
             delay = max(delay, min(asked, schedule.longest))
@@ -361,6 +345,5 @@ __all__ = [
     "delivery_id",
     "new_secret",
     "next_step",
-    "retry_after_seconds",
     "webhook_body",
 ]

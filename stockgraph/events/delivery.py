@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -134,15 +135,19 @@ class Sender:
         """Deliveries were queued (or a lane freed): look for due ones now."""
         self._woken.set()
 
-    async def run(self) -> None:
-        """Send until cancelled; counts deliveries by status for the metrics every poll."""
+    async def run(self, *, count_every_seconds: float = 15.0) -> None:
+        """Send until cancelled; counts deliveries by status for the metrics every
+        ``count_every_seconds`` (a count of the whole table: never once per attempt)."""
+        counted = -math.inf
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self._poll)
             self._woken.clear()
             try:
                 await self.send_due()
-                if self._metrics is not None:
+                now = time.monotonic()
+                if self._metrics is not None and now - counted >= count_every_seconds:
+                    counted = now
                     self._metrics.counts = await self._queue.counts()
             except Exception:
                 log.exception("the webhook sender failed; retrying")

@@ -115,15 +115,14 @@ class SqlWebhookQueue:
 
     async def prune_finished(self, *, before: datetime) -> int:
         """Delete deliveries that are over (``DELIVERED`` or ``DEAD``) and were queued
-        before ``before``, with their attempts; how many deliveries went. Pending,
-        failing and parked (``DISABLED``) ones stay, however old."""
+        before ``before``, with their attempts (the foreign key cascades); how many
+        deliveries went. Pending, failing and parked (``DISABLED``) ones stay, however old."""
         over = [DeliveryStatus.DELIVERED.value, DeliveryStatus.DEAD.value]
-        finished = select(_deliveries.c.id).where(
+        finished = delete(_deliveries).where(
             _deliveries.c.status.in_(over), _deliveries.c.created_at < before
         )
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(finished)))
-            gone = await conn.execute(delete(_deliveries).where(_deliveries.c.id.in_(finished)))
+        async with self._engine.begin() as conn:  # their attempts go by the foreign key
+            gone = await conn.execute(finished)
         return gone.rowcount or 0
 
     async def has_pending(self) -> bool:
@@ -372,35 +371,29 @@ class SqlWebhookQueue:
                 claim.trigger is AttemptTrigger.SCHEDULE
                 and current.next_trigger == AttemptTrigger.REPLAY.value
             )
+            delivered = step.outcome is Outcome.DELIVERED
+            if delivered:
+                values.update(delivered_at=now)
             if step.outcome is Outcome.GONE:
                 reason = f"410 Gone from {claim.url} at {now.isoformat()}"
                 await disable_endpoint(conn, claim.endpoint_id, reason=reason, now=now)
                 values.update(status=DeliveryStatus.DISABLED.value, next_attempt_at=None)
-            elif step.outcome is not Outcome.DELIVERED and replay_asked:
+            elif replay_asked:
                 values.update(
                     status=DeliveryStatus.PENDING.value,
                     next_attempt_at=now,
                     next_trigger=AttemptTrigger.REPLAY.value,
                 )
-            elif step.outcome is Outcome.DELIVERED:
-                values.update(
-                    status=DeliveryStatus.DELIVERED.value, next_attempt_at=None, delivered_at=now
-                )
-                if replay_asked:
-                    values.update(
-                        status=DeliveryStatus.PENDING.value,
-                        next_attempt_at=now,
-                        next_trigger=AttemptTrigger.REPLAY.value,
-                    )
-            elif current.status == DeliveryStatus.DISABLED.value:
-                values.update(next_attempt_at=None)
-            elif step.outcome is Outcome.DEAD:
-                values.update(status=DeliveryStatus.DEAD.value, next_attempt_at=None)
+            elif not delivered and current.status == DeliveryStatus.DISABLED.value:
+                values.update(next_attempt_at=None)  # its endpoint was disabled meanwhile
             else:
-                delay = step.delay_seconds or 0.0
                 values.update(
-                    status=DeliveryStatus.FAILING.value,
-                    next_attempt_at=now + timedelta(seconds=delay),
+                    status=step.status.value,
+                    next_attempt_at=(
+                        None
+                        if step.delay_seconds is None
+                        else now + timedelta(seconds=step.delay_seconds)
+                    ),
                 )
             await conn.execute(update(d).where(d.c.id == claim.delivery_id).values(**values))
         return step

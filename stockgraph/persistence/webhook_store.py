@@ -171,10 +171,6 @@ class SqlWebhookStore:
         ).first()
         return None if row is None else endpoint_of(row)
 
-    async def endpoint(self, tenant_id: TenantId, endpoint_id: int) -> WebhookEndpoint | None:
-        async with self._engine.connect() as conn:
-            return await self._endpoint(conn, tenant_id, endpoint_id)
-
     async def endpoint_by_url(self, tenant_id: TenantId, url: str) -> WebhookEndpoint | None:
         async with self._engine.connect() as conn:
             row = (
@@ -263,16 +259,15 @@ class SqlWebhookStore:
         )
 
     async def delete_endpoint(self, tenant_id: TenantId, endpoint_id: int) -> bool:
-        """Remove an endpoint with its deliveries and their attempts."""
+        """Remove an endpoint with its deliveries and their attempts (the foreign keys
+        cascade)."""
         async with self._engine.begin() as conn:
-            ids = select(_deliveries.c.id).where(_deliveries.c.endpoint_id == endpoint_id)
-            owned = await self._endpoint(conn, tenant_id, endpoint_id)
-            if owned is None:
-                return False
-            await conn.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(ids)))
-            await conn.execute(delete(_deliveries).where(_deliveries.c.endpoint_id == endpoint_id))
-            await conn.execute(delete(_endpoints).where(_endpoints.c.id == endpoint_id))
-        return True
+            gone = await conn.execute(
+                delete(_endpoints).where(
+                    _endpoints.c.tenant_id == tenant_id, _endpoints.c.id == endpoint_id
+                )
+            )
+        return bool(gone.rowcount)
 
     async def deliveries(
         self,
@@ -309,10 +304,6 @@ class SqlWebhookStore:
             rows = (await conn.execute(query)).all()
             attempts = await _attempts_of(conn, [row.id for row in rows])
         return [_delivery_of(row, attempts.get(row.id, ())) for row in rows]
-
-    async def delivery(self, tenant_id: TenantId, delivery_id: str) -> WebhookDelivery | None:
-        async with self._engine.connect() as conn:
-            return await self._delivery(conn, tenant_id, delivery_id)
 
     async def _delivery(
         self, conn: AsyncConnection, tenant_id: TenantId, delivery_id: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from stockgraph.auth.scopes import Scope
-from stockgraph.domain.webhooks import RefusalCode, WebhookRefused
+from stockgraph.domain.webhooks import WebhookRefused
 from stockgraph.schema.context import Info
 from stockgraph.schema.errors import BadUserInput
 from stockgraph.schema.types import UserError
@@ -40,10 +40,6 @@ def user_errors(refused: WebhookRefused) -> list[UserError]:
     return [UserError(field=field, message=refused.message, code=refused.code.value)]
 
 
-def _missing(what: str) -> WebhookRefused:
-    return WebhookRefused(RefusalCode.NOT_FOUND, f"no {what} of yours", field="id")
-
-
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
@@ -60,7 +56,7 @@ class Mutation:
         try:
             key = delivery_key(tenant, input.id)
             if key is None:
-                raise _missing("webhook delivery")
+                raise WebhookRefused.not_found("webhook delivery")
             delivery = await service.replay(tenant, key)
         except WebhookRefused as refused:
             return ReplayDeliveryPayload(delivery=None, user_errors=user_errors(refused))
@@ -104,7 +100,7 @@ class Mutation:
         try:
             key = endpoint_key(tenant, input.id)
             if key is None:
-                raise _missing("webhook endpoint")
+                raise WebhookRefused.not_found("webhook endpoint")
             endpoint, secret = await service.update_endpoint(
                 tenant,
                 key,
@@ -134,7 +130,7 @@ class Mutation:
         try:
             key = endpoint_key(tenant, input.id)
             if key is None:
-                raise _missing("webhook endpoint")
+                raise WebhookRefused.not_found("webhook endpoint")
             await service.delete_endpoint(tenant, key)
         except WebhookRefused as refused:
             return DeleteWebhookEndpointPayload(deleted_id=None, user_errors=user_errors(refused))

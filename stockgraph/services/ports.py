@@ -245,8 +245,6 @@ class WebhookStore(Protocol):
     ) -> WebhookEndpoint:
         """A new, enabled endpoint; ``URL_TAKEN`` if the tenant has one with this URL."""
 
-    async def endpoint(self, tenant_id: TenantId, endpoint_id: int) -> WebhookEndpoint | None: ...
-
     async def endpoint_by_url(self, tenant_id: TenantId, url: str) -> WebhookEndpoint | None: ...
 
     async def endpoints(

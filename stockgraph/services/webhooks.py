@@ -32,10 +32,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _not_found(what: str) -> WebhookRefused:
-    return WebhookRefused(RefusalCode.NOT_FOUND, f"no {what} of yours", field="id")
-
-
 class WebhookService:
     """The webhook use-cases; refusals raise :class:`WebhookRefused` with a code.
 
@@ -117,14 +113,14 @@ class WebhookService:
             secret=secret,
         )
         if updated is None:
-            raise _not_found("webhook endpoint")
+            raise WebhookRefused.not_found("webhook endpoint")
         if enabled:
             self._on_queued()
         return updated, secret
 
     async def delete_endpoint(self, tenant_id: TenantId, endpoint_id: int) -> None:
         if not await self._store.delete_endpoint(tenant_id, endpoint_id):
-            raise _not_found("webhook endpoint")
+            raise WebhookRefused.not_found("webhook endpoint")
 
     async def declare(
         self,
@@ -160,7 +156,7 @@ class WebhookService:
             secret=check_secret(secret) if secret is not None else None,
         )
         if updated is None:
-            raise _not_found("webhook endpoint")
+            raise WebhookRefused.not_found("webhook endpoint")
         return updated
 
     async def deliveries(

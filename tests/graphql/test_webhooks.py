@@ -161,3 +161,40 @@ async def test_webhooks_need_the_ops_admin_scope(runtime: Runtime) -> None:
     ):
         result = await run(runtime, query, variables, scopes=scopes)
         assert "FORBIDDEN" in result.codes
+
+
+async def _pages(runtime: Runtime, field: str, arguments: str) -> list[list[str]]:
+    """Every page of ``field`` one node at a time: the ids on each, in order."""
+    query = (
+        f"query($after: String) {{ {field}(first: 1, after: $after{arguments}) "
+        "{ edges { node { id } } pageInfo { hasNextPage endCursor } } }"
+    )
+    pages: list[list[str]] = []
+    after = None
+    while True:
+        found = await run(runtime, query, {"after": after})
+        assert found.errors == []
+        connection = found.data[field]
+        pages.append([edge["node"]["id"] for edge in connection["edges"]])
+        if not connection["pageInfo"]["hasNextPage"]:
+            return pages
+        after = connection["pageInfo"]["endCursor"]
+
+
+async def test_endpoints_and_deliveries_page_to_the_end_and_filter_by_endpoint(
+    runtime: Runtime,
+) -> None:
+    endpoints = []
+    for url in ("https://a.example/hooks", "https://b.example/hooks"):
+        created = await run(runtime, CREATE, {"url": url, "types": ["sync.alert"]})
+        endpoints.append(created.data["createWebhookEndpoint"]["endpoint"]["id"])
+    await alerts(runtime, TenantId("acme"), 2)
+    await runtime.dispatcher.dispatch_pending()
+
+    assert await _pages(runtime, "webhookEndpoints", "") == [[endpoints[0]], [endpoints[1]]]
+    every = await _pages(runtime, "deliveries", "")
+    assert [len(page) for page in every] == [1, 1, 1, 1]
+    assert len({d for page in every for d in page}) == 4  # each page moves on
+    only_a = await _pages(runtime, "deliveries", f', endpointId: "{endpoints[0]}"')
+    assert [len(page) for page in only_a] == [1, 1]
+    assert {d for page in only_a for d in page} < {d for page in every for d in page}

@@ -16,11 +16,20 @@ from email.utils import format_datetime
 import httpx
 import orjson
 import pytest
+from sqlalchemy import func, select
 
 from stockgraph.domain.global_ids import event_cursor, warehouse_id
-from stockgraph.domain.webhooks import DEFAULT_RETRY_DELAYS, DeliveryStatus
+from stockgraph.domain.ids import TenantId
+from stockgraph.domain.webhooks import (
+    DEFAULT_RETRY_DELAYS,
+    DeliveryStatus,
+    RefusalCode,
+    WebhookEndpoint,
+    WebhookRefused,
+)
 from stockgraph.events.dispatch import Dispatcher
 from stockgraph.persistence.migrate import upgrade
+from stockgraph.persistence.models import WebhookAttemptRow
 from stockgraph.persistence.webhook_queue import SqlWebhookQueue
 from stockgraph.runtime import Runtime
 from tests.graphql.helpers import run
@@ -38,6 +47,15 @@ from tests.integration.webhook_world import (
 )
 
 URL = "https://backend.example/hooks"
+
+
+async def _endpoint(runtime: Runtime, tenant: TenantId, endpoint_id: int) -> WebhookEndpoint:
+    """The endpoint as the service lists it now."""
+    listed, _ = await runtime.webhooks.endpoints(tenant, after_id=None, limit=100)
+    [found] = [e for e in listed if e.id == endpoint_id]
+    return found
+
+
 SLOW = "https://slow.example/hooks"
 
 
@@ -93,7 +111,7 @@ async def test_an_outage_ends_with_every_event_delivered_exactly_once(
         assert body["type"] == delivery.event_type
         assert body["data"]["cursor"] == event_cursor(delivery.event_id)
         assert body["timestamp"].endswith("Z")
-    assert endpoint.enabled
+    assert (await _endpoint(runtime, tenant, endpoint.id)).enabled
 
 
 async def test_an_endpoint_that_never_recovers_is_dead_only_after_the_whole_schedule(
@@ -161,8 +179,8 @@ async def test_gone_disables_the_endpoint_until_an_operator_enables_it(
     await runtime.dispatcher.dispatch_pending()
     await runtime.sender.send_due()
     await runtime.sender.drain()
-    disabled = await runtime.webhooks._store.endpoint(tenant, endpoint.id)
-    assert disabled is not None and not disabled.enabled
+    disabled = await _endpoint(runtime, tenant, endpoint.id)
+    assert not disabled.enabled
     assert disabled.disabled_reason is not None and "410" in disabled.disabled_reason
     assert statuses(await deliveries(runtime, tenant)) == {DeliveryStatus.DISABLED}
     sent = len(receiver.arrivals)
@@ -174,8 +192,9 @@ async def test_gone_disables_the_endpoint_until_an_operator_enables_it(
     assert len(await deliveries(runtime, tenant)) == 4
 
     refused = await runtime.webhooks.deliveries(tenant, before=None, limit=1)
-    with pytest.raises(Exception, match="disabled"):
+    with pytest.raises(WebhookRefused) as refusal:
         await runtime.webhooks.replay(tenant, refused[0][0].id)
+    assert refusal.value.code is RefusalCode.ENDPOINT_DISABLED
 
     del receiver.answers[URL]
     await runtime.webhooks.update_endpoint(tenant, endpoint.id, enabled=True)
@@ -341,3 +360,35 @@ async def test_retention_deletes_deliveries_that_are_over_and_keeps_the_rest(
     assert {d.endpoint.url for d in left} == {SLOW}
     assert statuses(left) == {DeliveryStatus.FAILING}
     assert all(d.attempts for d in left)
+    assert await _attempt_rows(runtime) == sum(len(d.attempts) for d in left)
+
+
+async def test_deleting_an_endpoint_takes_its_deliveries_and_attempts_with_it(
+    world: tuple[Runtime, Receiver, Clock],
+) -> None:
+    runtime, _receiver, _clock = world
+    tenant, other = await new_tenant(runtime), await new_tenant(runtime)
+    endpoint, _ = await runtime.webhooks.create_endpoint(
+        tenant, url=URL, event_types=["sync.alert"]
+    )
+    await alerts(runtime, tenant, 2)
+    await send_round(runtime)
+    assert len(await deliveries(runtime, tenant)) == 2
+    assert await _attempt_rows(runtime) == 2
+
+    with pytest.raises(WebhookRefused) as refusal:  # not theirs
+        await runtime.webhooks.delete_endpoint(other, endpoint.id)
+    assert refusal.value.code is RefusalCode.NOT_FOUND
+    assert len(await deliveries(runtime, tenant)) == 2
+    await runtime.webhooks.delete_endpoint(tenant, endpoint.id)
+    assert await deliveries(runtime, tenant) == []
+    assert await _attempt_rows(runtime) == 0
+    listed, _ = await runtime.webhooks.endpoints(tenant, after_id=None, limit=10)
+    assert listed == []
+    with pytest.raises(WebhookRefused):
+        await runtime.webhooks.delete_endpoint(tenant, endpoint.id)
+
+
+async def _attempt_rows(runtime: Runtime) -> int:
+    async with runtime.engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(WebhookAttemptRow)) or 0)

@@ -12,6 +12,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from stockgraph.domain.events import OutboxEvent, Topic
 from stockgraph.domain.global_ids import event_cursor, warehouse_id
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
+from stockgraph.domain.retry_after import read_retry_after
 from stockgraph.domain.webhooks import (
     DEFAULT_RETRY_DELAYS,
     DeliveryStatus,
@@ -24,7 +25,6 @@ from stockgraph.domain.webhooks import (
     check_url,
     new_secret,
     next_step,
-    retry_after_seconds,
     webhook_body,
 )
 from stockgraph.events.signing import signed_headers
@@ -124,7 +124,7 @@ def test_retry_after_is_ignored_on_other_statuses() -> None:
         now=NOW,
     )
     assert step.delay_seconds == 5
-    assert retry_after_seconds(None, NOW) is None
+    assert read_retry_after(None, now=NOW) is None
 
 
 @pytest.mark.parametrize(
