@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -125,10 +125,30 @@ class SimulatedWms:
         self.faults = Faults()
         self.rng = random.Random(seed)
         self.listeners: list[Listener] = []
+        self._by_sku: dict[str, list[str]] = {}
+        self._indexed = -1
+
+    def _index(self) -> dict[str, list[str]]:
+        """Each SKU's locations, in order; rebuilt when a cell was added (none is removed)."""
+        if self._indexed != len(self.cells):
+            by_sku: dict[str, list[str]] = {}
+            for sku, location in sorted(self.cells):
+                by_sku.setdefault(sku, []).append(location)
+            self._by_sku, self._indexed = by_sku, len(self.cells)
+        return self._by_sku
 
     @property
     def skus(self) -> list[str]:
-        return sorted({sku for sku, _ in self.cells})
+        return list(self._index())
+
+    def cells_of(self, skus: Iterable[str]) -> list[tuple[tuple[str, str], Cell]]:
+        """The cells holding any of ``skus``, by SKU and then location."""
+        index = self._index()
+        return [
+            ((sku, location), self.cells[(sku, location)])
+            for sku in sorted(set(skus))
+            for location in index.get(sku, ())
+        ]
 
     def level(self, sku: str, location: str) -> dict[str, Any]:
         cell = self.cells.setdefault((sku, location), Cell())
@@ -236,13 +256,27 @@ class FaultGate:
         self.served = 0
         self.throttled = 0
 
-    async def before(self) -> Response | None:
-        """A fault answer to send instead of the real one, or None to go on."""
+    async def answer(self, produce: Callable[[], Awaitable[Response]]) -> Response:
+        """The answer to one request: a fault, or what ``produce`` makes, sent once the
+        latency (and jitter) has passed since the request arrived.
+
+        The answer is worked out while the latency runs, as a WMS's own processing is part
+        of its response time: a fleet of simulators in one process answers each request
+        after its latency, not after the latency plus every other request's work.
+        """
+        loop = asyncio.get_running_loop()
         f = self.faults
         delay = f.latency_ms + (self.rng.uniform(0, f.jitter_ms) if f.jitter_ms else 0.0)
-        if delay:
-            await asyncio.sleep(delay / 1000)
+        due = loop.time() + delay / 1000
         self.served += 1
+        response = self._fault() or await produce()
+        wait = due - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return response
+
+    def _fault(self) -> Response | None:
+        f = self.faults
         if f.burst_429 > 0:
             f.burst_429 -= 1
             self.throttled += 1

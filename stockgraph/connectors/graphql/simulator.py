@@ -30,6 +30,7 @@ of the warehouse is pushed there, signed, as this dialect's webhook (see
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import math
 import time
@@ -233,8 +234,7 @@ def _sku_after(cursor: str) -> str:
 
 def _item(wms: SimulatedWms, sku: str) -> dict[str, Any]:
     levels = []
-    for location in sorted(loc for s, loc in wms.cells if s == sku):
-        cell = wms.cells[(sku, location)]
+    for (_sku, location), cell in wms.cells_of([sku]):
         levels.append(
             {
                 "locationCode": location,
@@ -426,10 +426,16 @@ def build_simulator(
     def failed(*errors: Mapping[str, Any], requested: float = 0) -> Response:
         return priced({"errors": list(errors)}, requested, 0)
 
+    @functools.lru_cache(maxsize=256)
+    def checked(query: str) -> tuple[graphql.DocumentNode, tuple[graphql.GraphQLError, ...]]:
+        """A query parsed and validated once: clients send the same few documents."""
+        document = graphql.parse(query)
+        return document, tuple(graphql.validate(schema, document))
+
     async def endpoint(request: Request) -> Response:
-        fault = await gate.before()
-        if fault is not None:
-            return fault
+        return await gate.answer(lambda: execute(request))
+
+    async def execute(request: Request) -> Response:
         token = request.headers.get("x-access-token", "").encode()
         if not hmac.compare_digest(token, access_token.encode()):
             return answer({"errors": [{"message": "Invalid access token"}]}, status_code=401)
@@ -446,10 +452,9 @@ def build_simulator(
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             return answer({"errors": [{"message": f"bad request: {exc}"}]}, status_code=400)
         try:
-            document = graphql.parse(query)
+            document, problems = checked(query)
         except graphql.GraphQLError as exc:
             return failed(exc.formatted)
-        problems = graphql.validate(schema, document)
         if problems:
             return failed(*(problem.formatted for problem in problems))
         operation = graphql.get_operation_ast(document, operation_name)

@@ -130,9 +130,9 @@ class _RestApi:
         """Faults, then authentication, then the rate limit, then ``handler``."""
 
         async def endpoint(request: Request) -> Response:
-            fault = await self.gate.before()
-            if fault is not None:
-                return fault
+            return await self.gate.answer(lambda: checked(request))
+
+        async def checked(request: Request) -> Response:
             given = request.headers.get("authorization", "").encode()
             if not hmac.compare_digest(given, self._expected):
                 return self._error(401, "UNAUTHORIZED", "missing or wrong API key")
@@ -238,10 +238,9 @@ class _RestApi:
             return self._error(400, "BAD_REQUEST", str(exc))
         if len(codes) > MAX_BATCH:
             return self._error(400, "TOO_MANY_ITEMS", f"at most {MAX_BATCH} item codes a lookup")
-        wanted = set(codes)
-        keys = sorted(key for key in self.wms.cells if key[0] in wanted)
-        found = {sku for sku, _ in keys}
-        levels = [self.level(*key, self.wms.cells[key], self.wms.sequence) for key in keys]
+        held = self.wms.cells_of(codes)
+        found = {sku for (sku, _), _cell in held}
+        levels = [self.level(*key, cell, self.wms.sequence) for key, cell in held]
         body = wire.render_lookup(
             levels,
             case_qty=self.case_packs,

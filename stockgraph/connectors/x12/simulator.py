@@ -113,7 +113,7 @@ class Mailbox:
 
     def advice(self, skus: Sequence[str] = ()) -> InventoryAdvice:
         """An 846 of ``skus`` (all of them when empty) at every location that holds them."""
-        wanted = set(skus)
+        held = self.wms.cells_of(skus) if skus else sorted(self.wms.cells.items())
         items = tuple(
             StockItem(
                 sku,
@@ -124,8 +124,7 @@ class Mailbox:
                 Decimal(cell.quality_control),
                 Decimal(cell.incoming),
             )
-            for (sku, location), cell in sorted(self.wms.cells.items())
-            if not wanted or sku in wanted
+            for (sku, location), cell in held
         )
         return InventoryAdvice(f"SNAP{self.wms.sequence}", datetime.now(UTC).date(), items)
 
@@ -265,9 +264,7 @@ def build_simulator(
             return False
         return scheme.lower() == "basic" and hmac.compare_digest(given, expected)
 
-    async def guard(request: Request) -> Response | None:
-        if (fault := await gate.before()) is not None:
-            return fault
+    def guard(request: Request) -> Response | None:
         if not authorised(request):
             return JSONResponse(
                 {"error": "unauthorised"},
@@ -277,7 +274,10 @@ def build_simulator(
         return None
 
     async def outbound(request: Request) -> Response:
-        if (refusal := await guard(request)) is not None:
+        return await gate.answer(lambda: read_outbound(request))
+
+    async def read_outbound(request: Request) -> Response:
+        if (refusal := guard(request)) is not None:
             return refusal
         try:
             after = int(request.query_params.get("after", "0"))
@@ -298,7 +298,10 @@ def build_simulator(
         return JSONResponse({"documents": documents, "cursor": cursor})
 
     async def inbound(request: Request) -> Response:
-        if (refusal := await guard(request)) is not None:
+        return await gate.answer(lambda: receive(request))
+
+    async def receive(request: Request) -> Response:
+        if (refusal := guard(request)) is not None:
             return refusal
         try:
             answer = await mailbox.receive(await request.body())
