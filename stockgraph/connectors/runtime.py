@@ -3,7 +3,8 @@
 ``InstanceRuntime.request`` is the only way a dialect reaches its WMS::
 
     circuit breaker ─► retry policy ─► budget ─► bulkhead ─► HTTP client ─► classification
-    (breaker.py)       (retry.py)      (budget.py)            (httpx, injectable transport)
+    (breaker.py)       (retry.py)      (budget.py)            (httpx over aiohttp, or an
+                                                               injected transport)
 
 1. The breaker refuses at once (``CircuitOpen``) while the instance is known to be down.
 2. The retry policy runs attempts; only ``RetriableError`` is tried again, with capped,
@@ -14,7 +15,10 @@
    (``DialectSpec.inquiries``) has a second budget, spent by the calls it marks
    ``inquiry=True``; its other calls (polls) spend the first.
 4. At most ``max_connections`` requests are in flight per instance (the bulkhead), whatever
-   the transport.
+   the transport. The client is httpx; unless a transport is injected (a simulator app in
+   tests), its requests travel over aiohttp (``httpx_aiohttp.AiohttpTransport``), which
+   costs about half the CPU of httpx's own transport per call: a live read sends two dozen
+   at once.
 5. Every answer is classified (:func:`classify`, then the dialect's own ``check`` of the body)
    into the error tree of :mod:`stockgraph.connectors.errors`. A throttle pauses the budget
    the call spent for its ``Retry-After``, so no coroutine of this instance makes that kind
@@ -44,6 +48,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from stockgraph.connectors.base import DialectSpec
 from stockgraph.connectors.breaker import CircuitBreaker
@@ -181,14 +186,15 @@ class InstanceRuntime:
             on_open=self._metrics.breaker_opened,
         )
         self._bulkhead = asyncio.Semaphore(max_connections)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._client = httpx.AsyncClient(
             base_url=base_url,
-            transport=transport,
+            transport=transport or AiohttpTransport(limits=limits),
             timeout=timeout,
             headers=dict(headers or {}),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            limits=limits,
         )
 
     @property
