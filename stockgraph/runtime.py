@@ -272,7 +272,6 @@ class Runtime:
             instances=lambda: list(instances.values()),
             ingestion=ingestion,
             unit_of_work=unit_of_work,
-            stock=stock,
             on_change=committed,
         )
         return cls(
@@ -283,7 +282,9 @@ class Runtime:
                 store=SqlAccessStore(sessions=session_factory(engine)), tokens=tokens
             ),
             catalog=catalog,
-            inventory=InventoryService(stock=stock_reader, catalog=catalog),
+            inventory=InventoryService(
+                stock=stock_reader, catalog=catalog, written_back=live.written_back
+            ),
             catalog_writer=SqlCatalogWriter(engine=engine),
             stock_store=stock,
             invalidations=invalidations,
@@ -510,6 +511,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.tasks.clear()
+        await self.live.settle()
         await self.sender.aclose()
         for instance in self.instances.values():
             await instance.connector.aclose()

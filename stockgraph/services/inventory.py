@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,9 +39,19 @@ def _distinct(codes: Sequence[str]) -> list[str]:
 class InventoryService:
     """Stock levels and availability for one tenant at a time."""
 
-    def __init__(self, *, stock: StockReader, catalog: CatalogService) -> None:
+    def __init__(
+        self,
+        *,
+        stock: StockReader,
+        catalog: CatalogService,
+        written_back: Callable[[TenantId], Awaitable[None]] | None = None,
+    ) -> None:
         self._stock = stock
         self._catalog = catalog
+        self._written_back = written_back
+        """Waits for the tenant's live answers still being written back (see
+        :class:`~stockgraph.services.live.LiveReads`): a caller who has just been answered
+        live never reads the projection from before that answer."""
 
     async def levels(
         self,
@@ -52,7 +62,7 @@ class InventoryService:
         max_age_seconds: int | None = None,
         as_of: datetime | None = None,
         now: datetime | None = None,
-        live: DataLoader[tuple[WarehouseId, Sku], StockLevel | None] | None = None,
+        live: DataLoader[StockLevel, StockLevel | None] | None = None,
     ) -> list[LevelAnswer]:
         """Levels of the SKUs named by ``codes`` (SKUs or aliases) in the tenant's warehouses.
 
@@ -69,6 +79,8 @@ class InventoryService:
                 raise ValueError("asOf must carry a time zone")
             rows = await self._stock.levels_as_of(tenant_id, codes, warehouse_ids, as_of)
             return [LevelAnswer(level, False) for level in rows]
+        if max_age_seconds is None and self._written_back is not None:
+            await self._written_back(tenant_id)
         rows = await self._stock.levels(tenant_id, codes, warehouse_ids)
         if max_age_seconds is None:
             return [LevelAnswer(level, False) for level in rows]
@@ -78,10 +90,10 @@ class InventoryService:
             return (moment - level.as_of).total_seconds() > max_age_seconds
 
         if live is not None:
-            old = [(level.warehouse_id, level.sku) for level in rows if too_old(level)]
+            old = [level for level in rows if too_old(level)]
             if old:
                 fresh = dict(zip(old, await live.load_many(old), strict=True))
-                rows = [fresh.get((lv.warehouse_id, lv.sku)) or lv for lv in rows]
+                rows = [fresh.get(lv) or lv for lv in rows]
         # A level the WMS has just answered for is fresh, whatever its own clock says.
         return [
             LevelAnswer(level, level.source is not LevelSource.LIVE and too_old(level))
@@ -105,6 +117,8 @@ class InventoryService:
         ``per_warehouse`` the database sums and no warehouse is listed.
         """
         codes = _distinct(codes)
+        if self._written_back is not None:
+            await self._written_back(tenant_id)
         if not per_warehouse:
             sums = {row.code: row for row in await self._stock.sums(tenant_id, codes)}
             return AvailabilityAnswer(

@@ -5,9 +5,10 @@ read from their WMS instances through a loader made per request: every SKU any f
 the request asks of one instance goes out in one batch (split only at the dialect's
 ``max_batch``), every instance is asked at once, and the answers are written back to the
 projection through the same path as any other WMS report (mapping, newer-sequence-wins,
-ledger), so the next reader benefits. An instance that cannot answer in time — its
-breaker open, its budget spent, its network slow — leaves its levels as they were, marked
-stale: a live read never fails a query.
+ledger), so the next reader benefits. The write-back follows the answer rather than
+preceding it: the caller has what the WMSs said as soon as they said it. An instance that
+cannot answer in time — its breaker open, its budget spent, its network slow — leaves its
+levels as they were, marked stale: a live read never fails a query.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ from aiodataloader import DataLoader
 from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
 from stockgraph.connectors.errors import CircuitOpen, ConnectorError, RateLimited
 from stockgraph.connectors.runtime import deadline
-from stockgraph.domain.errors import ConcurrentChange
+from stockgraph.domain.errors import ConcurrentChange, DomainError
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
+from stockgraph.domain.mapping import Unmappable
 from stockgraph.domain.model import LevelSource, MovementCause, StockLevel
 from stockgraph.services.ingestion import IngestionService
-from stockgraph.services.ports import ProjectionChanged, StockReader, UnitOfWork
-from stockgraph.services.wms_reports import ApplyReport, Batch, ConnectorInstance
+from stockgraph.services.ports import ProjectionChanged, UnitOfWork
+from stockgraph.services.wms_reports import (
+    ApplyReport,
+    Batch,
+    ConnectorInstance,
+    map_level,
+    reported_level,
+)
 
 log = logging.getLogger("stockgraph.live")
 
@@ -56,7 +64,17 @@ RecordUse = Callable[[UpstreamUse], None]
 
 
 class LiveReads:
-    """Reads levels from WMS instances and writes what they say back to the projection."""
+    """Reads levels from WMS instances and writes what they say back to the projection.
+
+    A read answers as soon as the instances have: from each WMS's answer laid over the
+    levels the caller holds, by the same rules the write-back follows (mapping,
+    newer-sequence-wins, physical counts over what is committed). The write-back runs just
+    after, as ingestion applies an acknowledged webhook after acknowledging it; at most
+    ``max_pending`` write-backs wait at a time, and a read beyond that waits for one.
+    Projection reads wait for their tenant's (:meth:`written_back`), so a caller answered
+    live never reads the projection from before; :meth:`settle` waits for every one
+    (shutdown, tests).
+    """
 
     def __init__(
         self,
@@ -64,18 +82,19 @@ class LiveReads:
         instances: Callable[[], Sequence[ConnectorInstance]],
         ingestion: IngestionService,
         unit_of_work: Callable[[], UnitOfWork],
-        stock: StockReader,
         timeout_seconds: float = 2.0,
         wait_seconds: float = 0.1,
+        max_pending: int = 4,
         on_change: ProjectionChanged = lambda _t, _s: None,
     ) -> None:
         self._instances = instances
         self._ingestion = ingestion
         self._uow = unit_of_work
-        self._stock = stock
         self._timeout = timeout_seconds
         self._wait = wait_seconds
+        self._max_pending = max_pending
         self._on_change = on_change
+        self._pending: dict[asyncio.Task[None], TenantId] = {}
 
     def instance_count(self, tenant_id: TenantId) -> int:
         """How many of the tenant's warehouses a live read can ask."""
@@ -83,59 +102,68 @@ class LiveReads:
 
     def loader(
         self, tenant_id: TenantId, record: RecordUse = lambda _use: None
-    ) -> DataLoader[LiveKey, StockLevel | None]:
-        """A per-request loader: ``(warehouse id, SKU)`` → a live level, or None.
+    ) -> DataLoader[StockLevel, StockLevel | None]:
+        """A per-request loader: a level as held → the level as its WMS says it is now, or
+        None when its WMS could not be read.
 
-        ``record`` hears what each instance was asked, for the request's cost report.
+        Levels are one key per warehouse and SKU, whatever was held when each was asked:
+        two fields of a request asking the same level share one upstream call. ``record``
+        hears what each instance was asked, for the request's cost report.
         """
 
-        async def load(keys: list[LiveKey]) -> list[StockLevel | None]:
-            found = await self.read(tenant_id, keys, record)
-            return [found.get(key) for key in keys]
+        async def load(held: list[StockLevel]) -> list[StockLevel | None]:
+            found = await self.read(tenant_id, held, record)
+            return [found.get(_key(level)) for level in held]
 
-        return DataLoader(load, cache=True)
+        return DataLoader(load, cache=True, get_cache_key=_key)
 
     async def read(
         self,
         tenant_id: TenantId,
-        keys: Sequence[LiveKey],
+        held: Sequence[StockLevel],
         record: RecordUse = lambda _use: None,
     ) -> dict[LiveKey, StockLevel]:
-        """Ask every instance concerned at once; what came back, as now held."""
-        by_warehouse: dict[WarehouseId, list[Sku]] = defaultdict(list)
-        for warehouse_id, sku in keys:
-            by_warehouse[warehouse_id].append(sku)
+        """Ask every instance concerned at once about the ``held`` levels; each level as its
+        WMS says it is now (``source`` LIVE), for the instances that answered."""
+        by_warehouse: dict[WarehouseId, dict[Sku, StockLevel]] = defaultdict(dict)
+        for level in held:
+            if level.tenant_id == tenant_id:
+                by_warehouse[level.warehouse_id][level.sku] = level
         instances = {i.warehouse_id: i for i in self._instances() if i.tenant_id == tenant_id}
-        asked = [(instances[w], skus) for w, skus in by_warehouse.items() if w in instances]
+        asked = [(instances[w], list(mine)) for w, mine in by_warehouse.items() if w in instances]
         answers = await asyncio.gather(*(self._ask(i, skus, record) for i, skus in asked))
-        reported = [
-            (instance, levels)
-            for (instance, _skus), levels in zip(asked, answers, strict=True)
-            if levels is not None
-        ]
-        report, answered = await self._write_back(reported)
-        touched = report.touched.get(tenant_id, set())
-        if touched:
-            self._on_change(tenant_id, touched)
         found: dict[LiveKey, StockLevel] = {}
-        missing: list[LiveKey] = []
-        for warehouse_id in answered:
-            for sku in by_warehouse[warehouse_id]:
-                key = (warehouse_id, sku)
-                level = report.levels.get(key)
-                if level is None:
-                    missing.append(key)
-                else:
-                    found[key] = replace(level, source=LevelSource.LIVE)
-        if missing:
-            # Levels the WMS did not report, as held: its answer covered them all the same.
-            skus = sorted({sku for _w, sku in missing})
-            wanted = set(missing)
-            warehouses = sorted({w for w, _sku in missing})
-            for lv in await self._stock.levels(tenant_id, skus, warehouses):
-                if (lv.warehouse_id, lv.sku) in wanted:
-                    found[(lv.warehouse_id, lv.sku)] = replace(lv, source=LevelSource.LIVE)
+        snapshots: list[Batch] = []
+        for (instance, _skus), levels in zip(asked, answers, strict=True):
+            if levels is None:
+                continue
+            snapshot = _snapshot(levels)
+            found.update(_answer(instance, snapshot, by_warehouse[instance.warehouse_id]))
+            if levels:
+                snapshots.append((instance, [snapshot]))
+        if snapshots:
+            await self._write_behind(tenant_id, snapshots)
+            # Answers cached from the projection no longer hold; the write-back's commit
+            # drops them again, with whatever was computed in between.
+            self._on_change(tenant_id, {sku for _w, sku in found})
         return found
+
+    async def written_back(self, tenant_id: TenantId) -> None:
+        """Wait for the write-backs of ``tenant_id``'s live answers given so far."""
+        while mine := [task for task, tenant in self._pending.items() if tenant == tenant_id]:
+            await asyncio.wait(mine)
+
+    async def settle(self) -> None:
+        """Wait for every write-back started so far."""
+        while self._pending:
+            await asyncio.wait(list(self._pending))
+
+    async def _write_behind(self, tenant_id: TenantId, snapshots: list[Batch]) -> None:
+        while len(self._pending) >= self._max_pending:
+            await asyncio.wait(list(self._pending), return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._write_back(tenant_id, snapshots))
+        self._pending[task] = tenant_id
+        task.add_done_callback(lambda done: self._pending.pop(done, None))
 
     async def _ask(
         self, instance: ConnectorInstance, skus: Sequence[Sku], record: RecordUse
@@ -164,39 +192,30 @@ class LiveReads:
         record(_use(instance, calls, served_from_cache=False, retry_after_ms=None))
         return [level for chunk in results for level in chunk]
 
-    async def _write_back(
-        self, reported: Sequence[tuple[ConnectorInstance, Sequence[WmsLevel]]]
-    ) -> tuple[ApplyReport, list[WarehouseId]]:
+    async def _write_back(self, tenant_id: TenantId, snapshots: Sequence[Batch]) -> None:
         """Write every instance's answer back in one transaction (each instance's alone if
-        that one meets a concurrent change); the report and the warehouses whose answers
-        were kept."""
-        batches = [(instance, [_snapshot(levels)]) for instance, levels in reported if levels]
-        answered = [instance.warehouse_id for instance, _levels in reported]
+        that one meets a concurrent change), through the ingestion path."""
         try:
-            return await self._apply(batches), answered
-        except ConcurrentChange as exc:
-            if len(batches) == 1:
-                log.info("live answer of %s not kept: %s", batches[0][0].connector_id, exc)
-                kept = {i.warehouse_id for i, levels in reported if not levels}
-                return ApplyReport(), [w for w in answered if w in kept]
-        report = ApplyReport()
-        lost: set[WarehouseId] = set()
-        for batch in batches:
             try:
-                one = await self._apply([batch])
-            except ConcurrentChange as exc:
-                log.info("live answer of %s not kept: %s", batch[0].connector_id, exc)
-                lost.add(batch[0].warehouse_id)
-                continue
-            for tenant, skus in one.touched.items():
-                report.touched.setdefault(tenant, set()).update(skus)
-            report.levels.update(one.levels)
-        return report, [w for w in answered if w not in lost]
+                report = await self._apply(snapshots)
+            except ConcurrentChange:
+                report = ApplyReport()
+                for batch in snapshots:
+                    try:
+                        one = await self._apply([batch])
+                    except ConcurrentChange as exc:
+                        log.info("live answer of %s not kept: %s", batch[0].connector_id, exc)
+                        continue
+                    for tenant, skus in one.touched.items():
+                        report.touched.setdefault(tenant, set()).update(skus)
+            touched = report.touched.get(tenant_id, set())
+            if touched:
+                self._on_change(tenant_id, touched)
+        except Exception:
+            log.exception("writing a live answer back failed")
 
     async def _apply(self, batches: Sequence[Batch]) -> ApplyReport:
         report = ApplyReport()
-        if not batches:
-            return report
         async with contextlib.AsyncExitStack() as held:
             # Every instance's lock, always in the same order, so two readers never wait
             # on each other crosswise.
@@ -210,10 +229,41 @@ class LiveReads:
         return report
 
 
+def _answer(
+    instance: ConnectorInstance, snapshot: WmsEvent, held: dict[Sku, StockLevel]
+) -> dict[LiveKey, StockLevel]:
+    """The held levels of one instance as its answer makes them, all ``source`` LIVE: a
+    level it did not report, or reported older than held, as held (its answer covered them
+    all the same); what cannot be mapped or taken is left to the write-back to record."""
+    now = dict(held)
+    occurred = snapshot.occurred_at
+    for raw in snapshot.levels:
+        ours = map_level(instance, raw)
+        if isinstance(ours, Unmappable) or ours.sku not in now:
+            continue
+        sequence = raw.sequence if raw.sequence is not None else snapshot.sequence
+        try:
+            made = reported_level(
+                now[ours.sku], instance, ours, sequence, occurred=occurred, snapshot=True
+            )
+        except DomainError:
+            continue
+        if made is not None:
+            now[ours.sku] = made[0]
+    return {
+        (instance.warehouse_id, sku): replace(level, source=LevelSource.LIVE)
+        for sku, level in now.items()
+    }
+
+
+def _key(level: StockLevel) -> LiveKey:
+    return (level.warehouse_id, level.sku)
+
+
 def _snapshot(levels: Sequence[WmsLevel]) -> WmsEvent:
     return WmsEvent(
         event_id=f"live-{uuid.uuid4().hex[:12]}",
-        sequence=max((lv.sequence or 0) for lv in levels),
+        sequence=max((lv.sequence or 0 for lv in levels), default=0),
         kind=EventKind.SNAPSHOT,
         occurred_at=datetime.now(UTC),
         levels=tuple(levels),

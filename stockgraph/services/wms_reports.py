@@ -125,8 +125,6 @@ async def apply_reports(
         for event, mapped in plan:
             correlation = CorrelationId(uuid.uuid4().hex)
             occurred = event.occurred_at.astimezone(UTC)
-            # A snapshot is the WMS's state as of its sequence: at an equal sequence it still
-            # wins, since a difference there is stock that changed without any event (drift).
             snapshot = event.kind is EventKind.SNAPSHOT
             applied = 0
             for raw, ours in mapped:
@@ -138,32 +136,19 @@ async def apply_reports(
                 key = (warehouse, ours.sku)
                 sequence = raw.sequence if raw.sequence is not None else event.sequence
                 current = state.get(key)
-                held_sequence = current.source_sequence if current is not None else None
-                if held_sequence is not None and (
-                    held_sequence > sequence or (held_sequence == sequence and not snapshot)
-                ):
-                    report.stale += 1
-                    continue
                 try:
-                    quantities, shortfall = with_physical(
-                        current.quantities if current else None,
-                        on_hand=ours.on_hand,
-                        damaged=ours.damaged,
-                        quality_control=ours.quality_control,
-                        incoming=ours.incoming,
+                    made = reported_level(
+                        current, instance, ours, sequence, occurred=occurred, snapshot=snapshot
                     )
                 except DomainError as exc:
                     await _exception(uow, instance, event, exc.code, str(exc), raw)
                     report.exceptions += 1
                     continue
-                new_level = StockLevel(
-                    tenant_id=instance.tenant_id,
-                    warehouse_id=warehouse,
-                    sku=ours.sku,
-                    quantities=quantities,
-                    as_of=occurred,
-                    source_sequence=sequence,
-                )
+                if made is None:
+                    report.stale += 1
+                    continue
+                new_level, shortfall = made
+                quantities = new_level.quantities
                 before = current.quantities if current else StockQuantities.ZERO
                 state[key] = new_level
                 read = held.get(key)
@@ -209,30 +194,73 @@ async def _plan(
 ) -> _Plan:
     """Each event (in WMS order) with its levels in our terms; the unmappable kept aside."""
     plan: _Plan = []
-    mapping = instance.mapping
     for event in sorted(events, key=lambda e: e.sequence):
         mapped: list[tuple[WmsLevel, MappedLevel]] = []
         for level in event.levels:
-            result = mapping.level(
-                level.wms_sku,
-                level.location,
-                level.unit,
-                level.on_hand,
-                damaged=level.damaged,
-                quality_control=level.quality_control,
-                incoming=level.incoming,
-            )
+            result = map_level(instance, level)
             if isinstance(result, Unmappable):
                 await _exception(uow, instance, event, result.code, result.reason, level)
-                report.exceptions += 1
-            elif result.warehouse_code != instance.warehouse_code:
-                reason = f"location {level.location!r} is not this instance's warehouse"
-                await _exception(uow, instance, event, "UNKNOWN_LOCATION", reason, level)
                 report.exceptions += 1
             else:
                 mapped.append((level, result))
         plan.append((event, mapped))
     return plan
+
+
+def map_level(instance: ConnectorInstance, level: WmsLevel) -> MappedLevel | Unmappable:
+    """One reported level in our terms, or why it cannot be: the instance's mapping, and
+    its location must be the instance's own warehouse."""
+    result = instance.mapping.level(
+        level.wms_sku,
+        level.location,
+        level.unit,
+        level.on_hand,
+        damaged=level.damaged,
+        quality_control=level.quality_control,
+        incoming=level.incoming,
+    )
+    if isinstance(result, MappedLevel) and result.warehouse_code != instance.warehouse_code:
+        reason = f"location {level.location!r} is not this instance's warehouse"
+        return Unmappable(reason, "UNKNOWN_LOCATION")
+    return result
+
+
+def reported_level(
+    current: StockLevel | None,
+    instance: ConnectorInstance,
+    ours: MappedLevel,
+    sequence: int,
+    *,
+    occurred: datetime,
+    snapshot: bool,
+) -> tuple[StockLevel, int] | None:
+    """What a WMS's report of ``ours`` at ``sequence`` makes of the level held (``current``,
+    None when there is none), with the shortfall against what is committed and reserved;
+    None when the report is older than what is held.
+
+    A snapshot is the WMS's state as of its sequence: at an equal sequence it still wins,
+    since a difference there is stock that changed without any event (drift). Raises a
+    ``DomainError`` when the physical counts cannot be taken.
+    """
+    held = current.source_sequence if current is not None else None
+    if held is not None and (held > sequence or (held == sequence and not snapshot)):
+        return None
+    quantities, shortfall = with_physical(
+        current.quantities if current else None,
+        on_hand=ours.on_hand,
+        damaged=ours.damaged,
+        quality_control=ours.quality_control,
+        incoming=ours.incoming,
+    )
+    level = StockLevel(
+        tenant_id=instance.tenant_id,
+        warehouse_id=instance.warehouse_id,
+        sku=ours.sku,
+        quantities=quantities,
+        as_of=occurred,
+        source_sequence=sequence,
+    )
+    return level, shortfall
 
 
 def _overcommitted(

@@ -330,10 +330,20 @@ async def test_max_age_reads_the_wms_live_in_one_call_and_writes_it_back(wired: 
         SKUS[CASE_SKU]: mine[SKUS[CASE_SKU]]["onHand"]
     }
     assert not any(lv["stale"] for lv in mine.values())
-    projection = await wired.projection()
-    assert {k: v for k, v in projection.items() if k != SKUS[CASE_SKU]} == {
-        k: v for k, v in truth.items() if k != SKUS[CASE_SKU]
+    # Answered before it is written back: a projection read right after waits for the
+    # write-back, and never shows what was held before the live answer.
+    plain = await _graphql(
+        wired, f"{{ inventoryLevels(skus: [{skus}]) {{ sku onHand source warehouse {{ code }} }} }}"
+    )
+    held = {
+        lv["sku"]: lv["onHand"]
+        for lv in plain["data"]["inventoryLevels"]
+        if lv["warehouse"]["code"] == "WH-00"
     }
+    without_case = {k: v for k, v in truth.items() if k != SKUS[CASE_SKU]}
+    assert {k: v for k, v in held.items() if k != SKUS[CASE_SKU]} == without_case
+    projection = await wired.projection()
+    assert {k: v for k, v in projection.items() if k != SKUS[CASE_SKU]} == without_case
 
 
 async def test_a_wms_that_cannot_answer_leaves_levels_stale_not_an_error(wired: Wired) -> None:
@@ -366,16 +376,16 @@ async def test_an_operation_over_the_maximum_cost_touches_no_wms(wired: Wired) -
 
 
 async def test_a_full_sync_and_a_live_read_at_once_do_not_collide(wired: Wired) -> None:
-    from stockgraph.domain.ids import Sku
-
-    wid = wired.instance.warehouse_id
-    keys = [(wid, Sku(s)) for s in SKUS.values()]
+    held = await wired.runtime.stock_store.levels(
+        TenantId("acme"), list(SKUS.values()), [wired.instance.warehouse_id]
+    )
     report, live = await asyncio.gather(
         wired.runtime.sync.full_sync(wired.instance),
-        wired.runtime.live.read(TenantId("acme"), keys),
+        wired.runtime.live.read(TenantId("acme"), held),
     )
+    await wired.runtime.live.settle()
     assert report.exceptions == 0
-    assert len(live) == len(SKUS)
+    assert len(live) == len(held) == len(SKUS)
     await wired.compare()
 
 

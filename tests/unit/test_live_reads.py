@@ -1,0 +1,194 @@
+"""A live read answers from the WMSs' answers laid over what is held, then writes back.
+
+The answer follows the write-back's own rules (mapping, newer-sequence-wins, physical
+counts over Stockgraph's commitments); the write-back runs after the answer, a bounded
+number at a time, and projection readers can wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from stockgraph.connectors.base import WmsLevel
+from stockgraph.domain.ids import Sku, TenantId, WarehouseId
+from stockgraph.domain.mapping import InstanceMapping
+from stockgraph.domain.model import LevelSource, StockLevel
+from stockgraph.domain.quantities import StockQuantities
+from stockgraph.services.live import LiveReads
+from stockgraph.services.wms_reports import Batch, ConnectorInstance
+
+TENANT = TenantId("acme")
+WAREHOUSE = WarehouseId("wh-1")
+EARLIER = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class _Spec:
+    max_batch: int = 50
+
+
+@dataclass
+class FakeConnector:
+    """Answers ``fetch_levels`` with the scripted levels of the codes asked."""
+
+    levels: dict[str, WmsLevel]
+    spec: _Spec = field(default_factory=_Spec)
+    asked: list[list[str]] = field(default_factory=list)
+
+    async def fetch_levels(self, codes: Sequence[str]) -> list[WmsLevel]:
+        self.asked.append(list(codes))
+        return [self.levels[c] for c in codes if c in self.levels]
+
+
+@dataclass
+class FakeIngestion:
+    """Records each write-back; holds them until ``release`` is set."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    applied: list[Sequence[Batch]] = field(default_factory=list)
+    running: int = 0
+    most_running: int = 0
+
+    @contextlib.asynccontextmanager
+    async def lock(self, _connector_id: str) -> AsyncIterator[None]:
+        yield
+
+    async def apply_batches(self, _uow: Any, batches: Sequence[Batch], **_: Any) -> None:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.release.wait()
+            self.applied.append(batches)
+        finally:
+            self.running -= 1
+
+
+class FakeUnitOfWork:
+    async def __aenter__(self) -> FakeUnitOfWork:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def commit(self) -> None:
+        return None
+
+
+def wms_level(code: str, on_hand: int, sequence: int) -> WmsLevel:
+    return WmsLevel(
+        wms_sku=code, location="MAIN", unit="EA", on_hand=Decimal(on_hand), sequence=sequence
+    )
+
+
+def held(sku: str, on_hand: int, *, committed: int = 0, sequence: int = 5) -> StockLevel:
+    return StockLevel(
+        tenant_id=TENANT,
+        warehouse_id=WAREHOUSE,
+        sku=Sku(sku),
+        quantities=StockQuantities.from_physical(on_hand=on_hand, committed=committed),
+        as_of=EARLIER,
+        source_sequence=sequence,
+    )
+
+
+def reads(connector: FakeConnector, ingestion: FakeIngestion, **options: Any) -> LiveReads:
+    instance = ConnectorInstance(
+        connector_id="rest-1",
+        tenant_id=TENANT,
+        warehouse_id=WAREHOUSE,
+        warehouse_code="WH-01",
+        connector=connector,  # type: ignore[arg-type]
+        mapping=InstanceMapping(skus={"W-A": "SKU-A", "W-B": "SKU-B"}, default_location="WH-01"),
+    )
+    return LiveReads(
+        instances=lambda: [instance],
+        ingestion=ingestion,  # type: ignore[arg-type]
+        unit_of_work=FakeUnitOfWork,  # type: ignore[arg-type]
+        **options,
+    )
+
+
+async def test_the_answer_follows_the_write_backs_rules_and_comes_before_it() -> None:
+    connector = FakeConnector(
+        {
+            "W-A": wms_level("W-A", 7, sequence=9),  # newer than held: taken
+            "W-B": wms_level("W-B", 1, sequence=3),  # older than held: held stays
+        }
+    )
+    ingestion = FakeIngestion()
+    changed: list[set[Sku]] = []
+    live = reads(connector, ingestion, on_change=lambda _t, skus: changed.append(set(skus)))
+    a, b = held("SKU-A", 10, committed=4), held("SKU-B", 2)
+    found = await live.read(TENANT, [a, b])
+    assert connector.asked == [["W-A", "W-B"]]
+    got_a = found[(WAREHOUSE, Sku("SKU-A"))]
+    assert (got_a.quantities.on_hand, got_a.quantities.committed) == (7, 4)
+    assert got_a.quantities.available == 3
+    assert (got_a.source_sequence, got_a.source) == (9, LevelSource.LIVE)
+    assert got_a.as_of > EARLIER
+    got_b = found[(WAREHOUSE, Sku("SKU-B"))]
+    assert (got_b.quantities, got_b.source_sequence) == (b.quantities, 5)
+    assert got_b.source is LevelSource.LIVE
+    # Answered before the write-back has run; cached answers were told at once.
+    assert ingestion.applied == []
+    await asyncio.sleep(0)
+    assert ingestion.running == 1
+    assert changed == [{Sku("SKU-A"), Sku("SKU-B")}]
+    ingestion.release.set()
+    await live.settle()
+    [[(instance, [snapshot])]] = ingestion.applied
+    assert instance.connector_id == "rest-1"
+    assert {lv.wms_sku for lv in snapshot.levels} == {"W-A", "W-B"}
+
+
+async def test_a_level_the_wms_did_not_report_is_answered_as_held() -> None:
+    live = reads(FakeConnector({"W-A": wms_level("W-A", 3, sequence=9)}), FakeIngestion())
+    b = held("SKU-B", 2)
+    found = await live.read(TenantId("acme"), [held("SKU-A", 1), b])
+    assert found[(WAREHOUSE, Sku("SKU-B"))].quantities == b.quantities
+    assert found[(WAREHOUSE, Sku("SKU-B"))].source is LevelSource.LIVE
+
+
+async def test_readers_of_the_tenant_wait_for_its_write_backs() -> None:
+    ingestion = FakeIngestion()
+    live = reads(FakeConnector({"W-A": wms_level("W-A", 3, sequence=9)}), ingestion)
+    await live.read(TENANT, [held("SKU-A", 1)])
+    waiting = asyncio.create_task(live.written_back(TENANT))
+    other = asyncio.create_task(live.written_back(TenantId("other")))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert other.done() and not waiting.done()
+    ingestion.release.set()
+    await asyncio.wait_for(waiting, 1)
+    assert len(ingestion.applied) == 1
+
+
+async def test_no_more_than_max_pending_write_backs_wait_at_once() -> None:
+    ingestion = FakeIngestion()
+    live = reads(FakeConnector({"W-A": wms_level("W-A", 3, sequence=9)}), ingestion, max_pending=2)
+    first = [await live.read(TENANT, [held("SKU-A", 1)]) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert len(first) == 2 and ingestion.running == 2
+    third = asyncio.create_task(live.read(TENANT, [held("SKU-A", 1)]))
+    await asyncio.sleep(0.01)
+    assert not third.done()  # held back until a write-back finishes
+    ingestion.release.set()
+    await asyncio.wait_for(third, 1)
+    await live.settle()
+    assert len(ingestion.applied) == 3
+    assert ingestion.most_running == 2
+
+
+async def test_an_instance_that_answered_nothing_writes_nothing_back() -> None:
+    ingestion = FakeIngestion()
+    live = reads(FakeConnector({}), ingestion)
+    a = held("SKU-A", 1)
+    found = await live.read(TENANT, [a])
+    assert found[(WAREHOUSE, Sku("SKU-A"))].quantities == a.quantities
+    assert ingestion.running == 0 and ingestion.applied == []
