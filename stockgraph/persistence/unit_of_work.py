@@ -14,7 +14,17 @@ from functools import cache
 from types import TracebackType
 from typing import Any, Self, cast
 
-from sqlalchemy import ColumnElement, Select, Table, Update, bindparam, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
@@ -35,6 +45,9 @@ from stockgraph.persistence.models import (
 from stockgraph.persistence.stock_store import append_movements
 
 _levels = cast(Table, StockLevelRow.__table__)
+_TOUCH_CHUNK = 500
+"""(SKU, version) pairs per touch statement: two parameters each, well under SQLite's and
+asyncpg's limits."""
 _audit = cast(Table, AuditEventRow.__table__)
 _inbox = cast(Table, InboxEventRow.__table__)
 _exceptions = cast(Table, SyncExceptionRow.__table__)
@@ -78,15 +91,21 @@ def _update_level() -> Update:
 
 
 @cache
-def _touch_level() -> Update:
+def _touch_levels() -> Update:
+    """Levels of one warehouse brought up to one ``as_of`` and sequence, each row only if
+    it still has the version read: ``read`` lists (SKU, version) pairs."""
     return (
         update(_levels)
-        .where(_same_row())
+        .where(
+            (_levels.c.tenant_id == bindparam("b_tenant"))
+            & (_levels.c.warehouse_id == bindparam("b_warehouse"))
+            & tuple_(_levels.c.sku, _levels.c.version).in_(bindparam("read", expanding=True))
+        )
         .values(
             as_of=bindparam("as_of"),
             source_sequence=bindparam("source_sequence"),
             updated_at=bindparam("updated_at"),
-            version=bindparam("new_version"),
+            version=_levels.c.version + 1,
         )
     )
 
@@ -233,27 +252,33 @@ class SqlUnitOfWork:
 
     async def touch_levels(self, levels: Sequence[tuple[StockLevel, int]]) -> None:
         """Bring levels whose quantities did not change up to date (``as_of``, sequence),
-        each against the version read, in one statement; a row that moved on since it was
-        read fails the whole transaction."""
+        each against the version read; a row that moved on since it was read fails the whole
+        transaction.
+
+        One statement per warehouse and (``as_of``, sequence) — a WMS's answer brings all its
+        levels to the same — rather than one per level: a live read touches a thousand.
+        """
         if not levels:
             return
         now = datetime.now(UTC)
-        params = [
-            {
-                "b_tenant": level.tenant_id,
-                "b_warehouse": level.warehouse_id,
-                "b_sku": level.sku,
-                "read_version": version,
-                "new_version": version + 1,
-                "as_of": level.as_of,
-                "source_sequence": level.source_sequence,
-                "updated_at": now,
-            }
-            for level, version in levels
-        ]
-        result = await self._c.execute(_touch_level(), params)
-        if result.rowcount not in (-1, len(params)):
-            raise ConcurrentChange("a level changed under this transaction")
+        groups: dict[tuple[TenantId, WarehouseId, datetime, int | None], list[Any]] = {}
+        for level, version in levels:
+            key = (level.tenant_id, level.warehouse_id, level.as_of, level.source_sequence)
+            groups.setdefault(key, []).append((level.sku, version))
+        for (tenant_id, warehouse_id, as_of, sequence), pairs in groups.items():
+            for start in range(0, len(pairs), _TOUCH_CHUNK):
+                read = pairs[start : start + _TOUCH_CHUNK]
+                params = {
+                    "b_tenant": tenant_id,
+                    "b_warehouse": warehouse_id,
+                    "read": read,
+                    "as_of": as_of,
+                    "source_sequence": sequence,
+                    "updated_at": now,
+                }
+                result = await self._c.execute(_touch_levels(), params)
+                if result.rowcount not in (-1, len(read)):
+                    raise ConcurrentChange("a level changed under this transaction")
 
     async def add_movements(self, movements: Sequence[StockMovement]) -> None:
         """Append ledger rows and one ``stock.changed`` outbox event each: two statements."""

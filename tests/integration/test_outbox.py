@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
@@ -31,10 +31,8 @@ from stockgraph.domain.model import (
 from stockgraph.domain.quantities import StockDelta, StockQuantities
 from stockgraph.events.bus import MemoryBus
 from stockgraph.events.retention import OutboxRetention
-from stockgraph.persistence.database import create_engine
 from stockgraph.persistence.event_log import SqlEventLog, stock_changed_payload
 from stockgraph.persistence.inbox_store import SqlInbox
-from stockgraph.persistence.migrate import upgrade
 from stockgraph.persistence.models import (
     ItemRow,
     OutboxEventRow,
@@ -91,16 +89,6 @@ def _camel(quantities: StockQuantities | StockDelta) -> dict[str, int]:
         "qualityControl": quantities.quality_control,
         "incoming": quantities.incoming,
     }
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade(database_url)
-    engine = create_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def _site(engine: AsyncEngine) -> Site:

@@ -1,0 +1,85 @@
+"""Levels a WMS confirms unchanged are touched in bulk, each row against its version read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stockgraph.domain.errors import ConcurrentChange
+from stockgraph.domain.model import StockLevel
+from stockgraph.domain.quantities import StockQuantities
+from stockgraph.persistence.unit_of_work import SqlUnitOfWork
+from tests.integration.test_outbox import Site, _site
+
+LATER = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _level(site: Site, index: int, on_hand: int, as_of: datetime, sequence: int) -> StockLevel:
+    return StockLevel(
+        tenant_id=site.tenant_id,
+        warehouse_id=site.warehouse_id,
+        sku=site.skus[index],
+        quantities=StockQuantities(on_hand=on_hand, available=on_hand),
+        as_of=as_of,
+        source_sequence=sequence,
+    )
+
+
+async def _held(engine: AsyncEngine, site: Site) -> dict[str, tuple[StockLevel, int]]:
+    async with SqlUnitOfWork(engine=engine) as uow:
+        found = await uow.levels_for_update(site.tenant_id, {site.warehouse_id: site.skus})
+    return {sku: held for (_w, sku), held in found.items()}
+
+
+async def _seed(engine: AsyncEngine) -> Site:
+    site = await _site(engine)
+    start = LATER - timedelta(days=1)
+    async with SqlUnitOfWork(engine=engine) as uow:
+        await uow.save_levels(
+            [(_level(site, 0, 5, start, 1), None), (_level(site, 1, 9, start, 1), None)]
+        )
+        await uow.commit()
+    return site
+
+
+async def test_touches_of_several_sequences_bring_each_row_up_to_date(
+    engine: AsyncEngine,
+) -> None:
+    site = await _seed(engine)
+    held = await _held(engine, site)
+    touches = [
+        (_level(site, 0, 5, LATER, 7), held[site.skus[0]][1]),
+        (_level(site, 1, 9, LATER, 8), held[site.skus[1]][1]),
+    ]
+    async with SqlUnitOfWork(engine=engine) as uow:
+        await uow.touch_levels(touches)
+        await uow.commit()
+    after = await _held(engine, site)
+    for index, sequence in ((0, 7), (1, 8)):
+        level, version = after[site.skus[index]]
+        assert (level.as_of, level.source_sequence) == (LATER, sequence)
+        assert level.quantities == held[site.skus[index]][0].quantities
+        assert version == held[site.skus[index]][1] + 1
+
+
+async def test_a_row_that_moved_on_since_it_was_read_fails_the_whole_touch(
+    engine: AsyncEngine,
+) -> None:
+    site = await _seed(engine)
+    held = await _held(engine, site)
+    async with SqlUnitOfWork(engine=engine) as uow:
+        await uow.touch_levels([(_level(site, 1, 9, LATER, 2), held[site.skus[1]][1])])
+        await uow.commit()
+    stale = [
+        (_level(site, 0, 5, LATER, 3), held[site.skus[0]][1]),
+        (_level(site, 1, 9, LATER, 3), held[site.skus[1]][1]),  # version read before
+    ]
+    with pytest.raises(ConcurrentChange):
+        async with SqlUnitOfWork(engine=engine) as uow:
+            await uow.touch_levels(stale)
+            await uow.commit()
+    after = await _held(engine, site)
+    assert after[site.skus[0]] == held[site.skus[0]]  # rolled back with the rest
+    assert after[site.skus[1]][0].source_sequence == 2
