@@ -20,7 +20,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiodataloader import DataLoader
 
@@ -74,6 +74,13 @@ class LiveReads:
     Projection reads wait for their tenant's (:meth:`written_back`), so a caller answered
     live never reads the projection from before; :meth:`settle` waits for every one
     (shutdown, tests).
+
+    An answer with nothing new for the projection is not written back: every level as
+    held (same quantities, same sequence) and held ``as_of`` less than ``refresh_seconds``
+    old. Storefronts asking the same SKUs live many times a second would otherwise
+    rewrite the same rows each time for their ``as_of`` alone; between refreshes the held
+    ``as_of`` may trail the last confirmation by up to that long, which only ever makes a
+    level look older than it is (a later ``maxAge`` read asks the WMS again, never less).
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class LiveReads:
         timeout_seconds: float = 2.0,
         wait_seconds: float = 0.1,
         max_pending: int = 4,
+        refresh_seconds: float = 1.0,
         on_change: ProjectionChanged = lambda _t, _s: None,
     ) -> None:
         self._instances = instances
@@ -93,6 +101,7 @@ class LiveReads:
         self._timeout = timeout_seconds
         self._wait = wait_seconds
         self._max_pending = max_pending
+        self._refresh = timedelta(seconds=refresh_seconds)
         self._on_change = on_change
         self._pending: dict[asyncio.Task[None], TenantId] = {}
 
@@ -138,8 +147,10 @@ class LiveReads:
             if levels is None:
                 continue
             snapshot = _snapshot(levels)
-            found.update(_answer(instance, snapshot, by_warehouse[instance.warehouse_id]))
-            if levels:
+            mine = by_warehouse[instance.warehouse_id]
+            answered, news = _answer(instance, snapshot, mine, self._refresh)
+            found.update(answered)
+            if news:
                 snapshots.append((instance, [snapshot]))
         if snapshots:
             await self._write_behind(tenant_id, snapshots)
@@ -230,30 +241,50 @@ class LiveReads:
 
 
 def _answer(
-    instance: ConnectorInstance, snapshot: WmsEvent, held: dict[Sku, StockLevel]
-) -> dict[LiveKey, StockLevel]:
-    """The held levels of one instance as its answer makes them, all ``source`` LIVE: a
-    level it did not report, or reported older than held, as held (its answer covered them
-    all the same); what cannot be mapped or taken is left to the write-back to record."""
+    instance: ConnectorInstance,
+    snapshot: WmsEvent,
+    held: dict[Sku, StockLevel],
+    refresh: timedelta,
+) -> tuple[dict[LiveKey, StockLevel], bool]:
+    """The held levels of one instance as its answer makes them, all ``source`` LIVE, and
+    whether the answer has anything for the projection.
+
+    A level it did not report, or reported older than held, is answered as held (its
+    answer covered them all the same). What cannot be mapped, a level not held, changed
+    quantities or sequence, or a held ``as_of`` older than ``refresh``: news, for the
+    write-back to apply or record.
+    """
     now = dict(held)
     occurred = snapshot.occurred_at
+    news = False
     for raw in snapshot.levels:
         ours = map_level(instance, raw)
         if isinstance(ours, Unmappable) or ours.sku not in now:
+            news = True
             continue
         sequence = raw.sequence if raw.sequence is not None else snapshot.sequence
+        current = now[ours.sku]
         try:
             made = reported_level(
-                now[ours.sku], instance, ours, sequence, occurred=occurred, snapshot=True
+                current, instance, ours, sequence, occurred=occurred, snapshot=True
             )
         except DomainError:
+            news = True
             continue
-        if made is not None:
-            now[ours.sku] = made[0]
-    return {
+        if made is None:
+            continue
+        level = made[0]
+        news = news or (
+            level.quantities != current.quantities
+            or level.source_sequence != current.source_sequence
+            or occurred - current.as_of >= refresh
+        )
+        now[ours.sku] = level
+    answered = {
         (instance.warehouse_id, sku): replace(level, source=LevelSource.LIVE)
         for sku, level in now.items()
     }
+    return answered, news
 
 
 def _key(level: StockLevel) -> LiveKey:

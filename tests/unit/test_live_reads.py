@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import pytest
 
 from stockgraph.connectors.base import WmsLevel
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
@@ -192,3 +194,50 @@ async def test_an_instance_that_answered_nothing_writes_nothing_back() -> None:
     found = await live.read(TENANT, [a])
     assert found[(WAREHOUSE, Sku("SKU-A"))].quantities == a.quantities
     assert ingestion.running == 0 and ingestion.applied == []
+
+
+def recent(sku: str, on_hand: int, *, sequence: int) -> StockLevel:
+    level = held(sku, on_hand, sequence=sequence)
+    return replace(level, as_of=datetime.now(UTC) - timedelta(milliseconds=100))
+
+
+async def test_an_answer_with_nothing_new_is_not_written_back() -> None:
+    """Same quantities and sequence as held, held brought up to date under a second ago:
+    the answer is live, the projection is not rewritten for its ``as_of`` alone."""
+    ingestion = FakeIngestion()
+    live = reads(FakeConnector({"W-A": wms_level("W-A", 4, sequence=5)}), ingestion)
+    a = recent("SKU-A", 4, sequence=5)
+    found = await live.read(TENANT, [a])
+    got = found[(WAREHOUSE, Sku("SKU-A"))]
+    assert (got.source, got.quantities) == (LevelSource.LIVE, a.quantities)
+    assert got.as_of > a.as_of
+    await asyncio.sleep(0)
+    assert ingestion.running == 0 and ingestion.applied == []
+
+
+@pytest.mark.parametrize(
+    ("reported", "why"),
+    [
+        (wms_level("W-A", 5, sequence=5), "changed quantities"),
+        (wms_level("W-A", 4, sequence=6), "a newer sequence"),
+        (wms_level("W-Z", 4, sequence=6), "a code that maps to nothing, to be recorded"),
+    ],
+)
+async def test_an_answer_with_news_is_written_back(reported: WmsLevel, why: str) -> None:
+    ingestion = FakeIngestion()
+    ingestion.release.set()
+    live = reads(FakeConnector({"W-A": reported, "W-Z": reported}), ingestion)
+    await live.read(TENANT, [recent("SKU-A", 4, sequence=5)])
+    await live.settle()
+    assert len(ingestion.applied) == 1, why
+
+
+async def test_a_confirmation_of_a_level_held_for_a_second_or_more_is_written_back() -> None:
+    ingestion = FakeIngestion()
+    ingestion.release.set()
+    live = reads(
+        FakeConnector({"W-A": wms_level("W-A", 4, sequence=5)}), ingestion, refresh_seconds=0.05
+    )
+    await live.read(TENANT, [recent("SKU-A", 4, sequence=5)])  # held 100 ms ago
+    await live.settle()
+    assert len(ingestion.applied) == 1
