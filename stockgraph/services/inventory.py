@@ -13,6 +13,7 @@ from stockgraph.domain.availability import SkuAvailability, WarehouseStock, aggr
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import GeoPoint, LevelSource, StockLevel, Warehouse
 from stockgraph.services.catalog import CatalogService
+from stockgraph.services.live import LiveLoader
 from stockgraph.services.ports import StockReader
 
 
@@ -81,6 +82,27 @@ class InventoryService:
             return [LevelAnswer(level, False) for level in rows]
         if max_age_seconds is None and self._written_back is not None:
             await self._written_back(tenant_id)
+        if max_age_seconds == 0 and isinstance(live, LiveLoader):
+            # Every level will be asked for: the WMS calls need not wait for the projection.
+            items = await self._catalog.items_by_code(tenant_id, codes)
+            live.ask_early(list(dict.fromkeys(i.sku for i in items.values())), warehouse_ids)
+            try:
+                return await self._levels(
+                    tenant_id, codes, warehouse_ids, max_age_seconds, now, live
+                )
+            finally:
+                await live.finish()
+        return await self._levels(tenant_id, codes, warehouse_ids, max_age_seconds, now, live)
+
+    async def _levels(
+        self,
+        tenant_id: TenantId,
+        codes: Sequence[str],
+        warehouse_ids: Sequence[WarehouseId] | None,
+        max_age_seconds: int | None,
+        now: datetime | None,
+        live: DataLoader[StockLevel, StockLevel | None] | None,
+    ) -> list[LevelAnswer]:
         rows = await self._stock.levels(tenant_id, codes, warehouse_ids)
         if max_age_seconds is None:
             return [LevelAnswer(level, False) for level in rows]

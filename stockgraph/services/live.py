@@ -18,7 +18,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -109,45 +109,108 @@ class LiveReads:
         """How many of the tenant's warehouses a live read can ask."""
         return sum(1 for i in self._instances() if i.tenant_id == tenant_id)
 
-    def loader(
-        self, tenant_id: TenantId, record: RecordUse = lambda _use: None
-    ) -> DataLoader[StockLevel, StockLevel | None]:
+    def loader(self, tenant_id: TenantId, record: RecordUse = lambda _use: None) -> LiveLoader:
         """A per-request loader: a level as held → the level as its WMS says it is now, or
-        None when its WMS could not be read.
+        None when its WMS could not be read (see :class:`LiveLoader`).
 
-        Levels are one key per warehouse and SKU, whatever was held when each was asked:
-        two fields of a request asking the same level share one upstream call. ``record``
-        hears what each instance was asked, for the request's cost report.
+        ``record`` hears what each instance was asked, for the request's cost report.
         """
-
-        async def load(held: list[StockLevel]) -> list[StockLevel | None]:
-            found = await self.read(tenant_id, held, record)
-            return [found.get(_key(level)) for level in held]
-
-        return DataLoader(load, cache=True, get_cache_key=_key)
+        return LiveLoader(self, tenant_id, record)
 
     async def read(
         self,
         tenant_id: TenantId,
         held: Sequence[StockLevel],
         record: RecordUse = lambda _use: None,
+        *,
+        early: dict[WarehouseId, EarlyAsk] | None = None,
     ) -> dict[LiveKey, StockLevel]:
         """Ask every instance concerned at once about the ``held`` levels; each level as its
-        WMS says it is now (``source`` LIVE), for the instances that answered."""
+        WMS says it is now (``source`` LIVE), for the instances that answered.
+
+        An instance already asked (``early``, see :meth:`ask`) is not asked again, only
+        about SKUs that ask did not name; its entry is taken out of ``early``.
+        """
         by_warehouse: dict[WarehouseId, dict[Sku, StockLevel]] = defaultdict(dict)
         for level in held:
             if level.tenant_id == tenant_id:
                 by_warehouse[level.warehouse_id][level.sku] = level
         instances = {i.warehouse_id: i for i in self._instances() if i.tenant_id == tenant_id}
         asked = [(instances[w], list(mine)) for w, mine in by_warehouse.items() if w in instances]
-        answers = await asyncio.gather(*(self._ask(i, skus, record) for i, skus in asked))
+        early = {} if early is None else early
+        answers = await asyncio.gather(
+            *(
+                self._answer_of(i, skus, record, early.pop(i.warehouse_id, None))
+                for i, skus in asked
+            )
+        )
+        reported = [
+            (instance, levels) for (instance, _), levels in zip(asked, answers, strict=True)
+        ]
+        return await self._take(tenant_id, reported, by_warehouse)
+
+    def ask(
+        self,
+        tenant_id: TenantId,
+        skus: Sequence[Sku],
+        warehouse_ids: Collection[WarehouseId] | None,
+        record: RecordUse = lambda _use: None,
+    ) -> dict[WarehouseId, EarlyAsk]:
+        """Start asking the tenant's instances (those of ``warehouse_ids`` when given) about
+        ``skus`` now, before the levels held are known: for a read that will ask about
+        every level (``maxAge: 0``), the calls then run while the projection is read."""
+        asks: dict[WarehouseId, EarlyAsk] = {}
+        for instance in self._instances():
+            if instance.tenant_id != tenant_id or (
+                warehouse_ids is not None and instance.warehouse_id not in warehouse_ids
+            ):
+                continue
+            task = asyncio.ensure_future(self._ask(instance, skus, record))
+            asks[instance.warehouse_id] = EarlyAsk(frozenset(skus), task)
+        return asks
+
+    async def take_unneeded(self, tenant_id: TenantId, early: dict[WarehouseId, EarlyAsk]) -> None:
+        """The answers of early asks no level held needed (a warehouse the projection holds
+        none of these SKUs at): written back all the same, as news."""
+        instances = {i.warehouse_id: i for i in self._instances() if i.tenant_id == tenant_id}
+        waiting = [(instances[w], ask.answer) for w, ask in early.items() if w in instances]
+        early.clear()
+        answers = await asyncio.gather(*(answer for _, answer in waiting))
+        reported = [
+            (instance, levels) for (instance, _), levels in zip(waiting, answers, strict=True)
+        ]
+        await self._take(tenant_id, reported, defaultdict(dict))
+
+    async def _answer_of(
+        self,
+        instance: ConnectorInstance,
+        skus: Sequence[Sku],
+        record: RecordUse,
+        early: EarlyAsk | None,
+    ) -> Sequence[WmsLevel] | None:
+        if early is None:
+            return await self._ask(instance, skus, record)
+        rest = [sku for sku in skus if sku not in early.skus]
+        if not rest:
+            return await early.answer
+        first, more = await asyncio.gather(early.answer, self._ask(instance, rest, record))
+        return None if first is None or more is None else [*first, *more]
+
+    async def _take(
+        self,
+        tenant_id: TenantId,
+        reported: Sequence[tuple[ConnectorInstance, Sequence[WmsLevel] | None]],
+        held: dict[WarehouseId, dict[Sku, StockLevel]],
+    ) -> dict[LiveKey, StockLevel]:
+        """The levels held as the instances' answers make them; what is new goes to the
+        write-back."""
         found: dict[LiveKey, StockLevel] = {}
         snapshots: list[Batch] = []
-        for (instance, _skus), levels in zip(asked, answers, strict=True):
+        for instance, levels in reported:
             if levels is None:
                 continue
             snapshot = _snapshot(levels)
-            mine = by_warehouse[instance.warehouse_id]
+            mine = held[instance.warehouse_id]
             answered, news = _answer(instance, snapshot, mine, self._refresh)
             found.update(answered)
             if news:
@@ -238,6 +301,52 @@ class LiveReads:
                 )
                 await uow.commit()
         return report
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyAsk:
+    """An instance asked before the levels held were known: the SKUs named, and the call."""
+
+    skus: frozenset[Sku]
+    answer: asyncio.Future[Sequence[WmsLevel] | None]
+
+
+class LiveLoader(DataLoader[StockLevel, StockLevel | None]):
+    """One request's live reads: levels as held → as their WMSs say they are now.
+
+    Levels are one key per warehouse and SKU, whatever was held when each was asked: two
+    fields of a request asking the same level share one upstream call. A resolver that will
+    ask about every level may :meth:`ask_early` before reading the projection, and must then
+    :meth:`finish` once its levels are loaded.
+    """
+
+    def __init__(self, reads: LiveReads, tenant_id: TenantId, record: RecordUse) -> None:
+        super().__init__(cache=True, get_cache_key=_key)
+        self._reads = reads
+        self._tenant = tenant_id
+        self._record = record
+        self._early: dict[WarehouseId, EarlyAsk] = {}
+        self._asked_early = False
+
+    async def batch_load_fn(self, held: list[StockLevel]) -> list[StockLevel | None]:
+        found = await self._reads.read(self._tenant, held, self._record, early=self._early)
+        return [found.get(_key(level)) for level in held]
+
+    def ask_early(self, skus: Sequence[Sku], warehouse_ids: Collection[WarehouseId] | None) -> None:
+        """Ask the instances of ``warehouse_ids`` (every one when None) about ``skus`` now.
+
+        Once per request: a second field asking early again (the same SKUs, as a rule) asks
+        nothing; its levels come from the loader's cache, or are asked for as they load.
+        """
+        if self._asked_early:
+            return
+        self._asked_early = True
+        self._early = self._reads.ask(self._tenant, skus, warehouse_ids, self._record)
+
+    async def finish(self) -> None:
+        """Take the early answers no level needed (see :meth:`LiveReads.take_unneeded`)."""
+        if self._early:
+            await self._reads.take_unneeded(self._tenant, self._early)
 
 
 def _answer(

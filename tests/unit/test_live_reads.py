@@ -241,3 +241,52 @@ async def test_a_confirmation_of_a_level_held_for_a_second_or_more_is_written_ba
     await live.read(TENANT, [recent("SKU-A", 4, sequence=5)])  # held 100 ms ago
     await live.settle()
     assert len(ingestion.applied) == 1
+
+
+async def test_asked_early_the_call_runs_while_the_projection_is_read() -> None:
+    connector = FakeConnector({"W-A": wms_level("W-A", 7, sequence=9)})
+    ingestion = FakeIngestion()
+    ingestion.release.set()
+    loader = reads(connector, ingestion).loader(TENANT)
+    loader.ask_early([Sku("SKU-A"), Sku("SKU-B")], None)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert connector.asked == [["W-A", "W-B"]]  # before any level held is known
+    loader.ask_early([Sku("SKU-A"), Sku("SKU-B")], None)  # a second field: nothing more
+    got = await loader.load_many([held("SKU-A", 1), held("SKU-B", 2)])
+    await loader.finish()
+    assert connector.asked == [["W-A", "W-B"]]
+    assert [lv.quantities.on_hand if lv else None for lv in got] == [7, 2]
+
+
+async def test_a_level_held_that_was_not_asked_early_is_asked_for_alone() -> None:
+    connector = FakeConnector({"W-A": wms_level("W-A", 7, sequence=9)})
+    loader = reads(connector, FakeIngestion()).loader(TENANT)
+    loader.ask_early([Sku("SKU-B")], None)
+    got = await loader.load_many([held("SKU-A", 1), held("SKU-B", 2)])
+    await loader.finish()
+    assert connector.asked == [["W-B"], ["W-A"]]
+    assert got[0] is not None and got[0].quantities.on_hand == 7
+
+
+async def test_an_early_answer_no_level_held_needed_is_written_back() -> None:
+    """The projection held none of these SKUs at the warehouse: what the WMS said is news."""
+    ingestion = FakeIngestion()
+    ingestion.release.set()
+    live = reads(FakeConnector({"W-A": wms_level("W-A", 7, sequence=9)}), ingestion)
+    loader = live.loader(TENANT)
+    loader.ask_early([Sku("SKU-A")], None)
+    assert await loader.load_many([]) == []
+    await loader.finish()
+    await live.settle()
+    [[(_instance, [snapshot])]] = ingestion.applied
+    assert [lv.wms_sku for lv in snapshot.levels] == ["W-A"]
+
+
+async def test_early_asks_name_only_the_warehouses_asked() -> None:
+    connector = FakeConnector({})
+    live = reads(connector, FakeIngestion())
+    assert live.ask(TENANT, [Sku("SKU-A")], [WarehouseId("elsewhere")]) == {}
+    assert live.ask(TenantId("other"), [Sku("SKU-A")], None) == {}
+    await asyncio.sleep(0)
+    assert connector.asked == []
