@@ -108,22 +108,28 @@ class InstanceMapping:
         factor = self.factor(wms_sku, unit)
         if isinstance(factor, Unmappable):
             return factor
-        try:
-            amount = Decimal(value)
-        except (InvalidOperation, TypeError, ValueError):
-            return Unmappable(f"quantity {value!r} of {wms_sku} is not a number", "BAD_QUANTITY")
+        if type(value) is Decimal:
+            amount = value  # what wire readers give: no copy (this runs for every level)
+        else:
+            try:
+                amount = Decimal(value)
+            except (InvalidOperation, TypeError, ValueError):
+                return Unmappable(
+                    f"quantity {value!r} of {wms_sku} is not a number", "BAD_QUANTITY"
+                )
         if not amount.is_finite():
             return Unmappable(f"quantity {value!r} of {wms_sku} is not finite", "BAD_QUANTITY")
-        base = amount * factor
-        if base != base.to_integral_value():
+        base = amount if factor == 1 else amount * factor
+        whole = int(base)
+        if base != whole:
             return Unmappable(
                 f"{amount} {unit} of {wms_sku} is {base.normalize()} base units,"
                 " not a whole number",
                 "NOT_WHOLE_BASE_UNITS",
             )
-        if base < 0:
+        if whole < 0:
             return Unmappable(f"{amount} {unit} of {wms_sku} is negative", "BAD_QUANTITY")
-        return int(base)
+        return whole
 
     def level(
         self,

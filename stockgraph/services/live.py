@@ -363,6 +363,7 @@ def _answer(
     quantities or sequence, or a held ``as_of`` older than ``refresh``: news, for the
     write-back to apply or record.
     """
+    live = LevelSource.LIVE
     now = dict(held)
     occurred = snapshot.occurred_at
     news = False
@@ -375,7 +376,7 @@ def _answer(
         current = now[ours.sku]
         try:
             made = reported_level(
-                current, instance, ours, sequence, occurred=occurred, snapshot=True
+                current, instance, ours, sequence, occurred=occurred, snapshot=True, source=live
             )
         except DomainError:
             news = True
@@ -390,7 +391,7 @@ def _answer(
         )
         now[ours.sku] = level
     answered = {
-        (instance.warehouse_id, sku): replace(level, source=LevelSource.LIVE)
+        (instance.warehouse_id, sku): level if level.source is live else replace(level, source=live)
         for sku, level in now.items()
     }
     return answered, news

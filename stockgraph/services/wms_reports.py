@@ -26,7 +26,13 @@ from stockgraph.connectors.metrics import RuntimeStats
 from stockgraph.domain.errors import DomainError
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping, MappedLevel, Unmappable
-from stockgraph.domain.model import AuditEntry, MovementCause, StockLevel, StockMovement
+from stockgraph.domain.model import (
+    AuditEntry,
+    LevelSource,
+    MovementCause,
+    StockLevel,
+    StockMovement,
+)
 from stockgraph.domain.quantities import StockQuantities, with_physical
 from stockgraph.services.ports import UnitOfWork
 
@@ -233,6 +239,7 @@ def reported_level(
     *,
     occurred: datetime,
     snapshot: bool,
+    source: LevelSource = LevelSource.PROJECTION,
 ) -> tuple[StockLevel, int] | None:
     """What a WMS's report of ``ours`` at ``sequence`` makes of the level held (``current``,
     None when there is none), with the shortfall against what is committed and reserved;
@@ -259,6 +266,7 @@ def reported_level(
         quantities=quantities,
         as_of=occurred,
         source_sequence=sequence,
+        source=source,
     )
     return level, shortfall
 
