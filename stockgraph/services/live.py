@@ -18,7 +18,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -138,16 +138,17 @@ class LiveReads:
         instances = {i.warehouse_id: i for i in self._instances() if i.tenant_id == tenant_id}
         asked = [(instances[w], list(mine)) for w, mine in by_warehouse.items() if w in instances]
         early = {} if early is None else early
-        answers = await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(
-                self._answer_of(i, skus, record, early.pop(i.warehouse_id, None))
+                self._answered(
+                    i,
+                    self._answer_of(i, skus, record, early.pop(i.warehouse_id, None)),
+                    by_warehouse[i.warehouse_id],
+                )
                 for i, skus in asked
             )
         )
-        reported = [
-            (instance, levels) for (instance, _), levels in zip(asked, answers, strict=True)
-        ]
-        return await self._take(tenant_id, reported, by_warehouse)
+        return await self._take(tenant_id, outcomes)
 
     def ask(
         self,
@@ -175,11 +176,8 @@ class LiveReads:
         instances = {i.warehouse_id: i for i in self._instances() if i.tenant_id == tenant_id}
         waiting = [(instances[w], ask.answer) for w, ask in early.items() if w in instances]
         early.clear()
-        answers = await asyncio.gather(*(answer for _, answer in waiting))
-        reported = [
-            (instance, levels) for (instance, _), levels in zip(waiting, answers, strict=True)
-        ]
-        await self._take(tenant_id, reported, defaultdict(dict))
+        outcomes = await asyncio.gather(*(self._answered(i, answer, {}) for i, answer in waiting))
+        await self._take(tenant_id, outcomes)
 
     async def _answer_of(
         self,
@@ -196,25 +194,34 @@ class LiveReads:
         first, more = await asyncio.gather(early.answer, self._ask(instance, rest, record))
         return None if first is None or more is None else [*first, *more]
 
-    async def _take(
+    async def _answered(
         self,
-        tenant_id: TenantId,
-        reported: Sequence[tuple[ConnectorInstance, Sequence[WmsLevel] | None]],
-        held: dict[WarehouseId, dict[Sku, StockLevel]],
+        instance: ConnectorInstance,
+        answer: Awaitable[Sequence[WmsLevel] | None],
+        held: dict[Sku, StockLevel],
+    ) -> _Answered | None:
+        """One instance's answer laid over its levels held, as soon as it has come (the
+        others may still be on their way); None when it could not be read."""
+        levels = await answer
+        if levels is None:
+            return None
+        snapshot = _snapshot(levels)
+        found, news = _answer(instance, snapshot, held, self._refresh)
+        return _Answered(instance, snapshot, found, news)
+
+    async def _take(
+        self, tenant_id: TenantId, outcomes: Sequence[_Answered | None]
     ) -> dict[LiveKey, StockLevel]:
-        """The levels held as the instances' answers make them; what is new goes to the
+        """The levels as the instances' answers make them; what is new goes to the
         write-back."""
         found: dict[LiveKey, StockLevel] = {}
         snapshots: list[Batch] = []
-        for instance, levels in reported:
-            if levels is None:
+        for outcome in outcomes:
+            if outcome is None:
                 continue
-            snapshot = _snapshot(levels)
-            mine = held[instance.warehouse_id]
-            answered, news = _answer(instance, snapshot, mine, self._refresh)
-            found.update(answered)
-            if news:
-                snapshots.append((instance, [snapshot]))
+            found.update(outcome.found)
+            if outcome.news:
+                snapshots.append((outcome.instance, [outcome.snapshot]))
         if snapshots:
             await self._write_behind(tenant_id, snapshots)
             # Answers cached from the projection no longer hold; the write-back's commit
@@ -301,6 +308,14 @@ class LiveReads:
                 )
                 await uow.commit()
         return report
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    instance: ConnectorInstance
+    snapshot: WmsEvent
+    found: dict[LiveKey, StockLevel]
+    news: bool
 
 
 @dataclass(frozen=True, slots=True)
