@@ -14,6 +14,8 @@ class CatalogService:
 
     def __init__(self, *, reader: CatalogReader) -> None:
         self._reader = reader
+        self._skus: dict[TenantId, set[str]] = {}
+        """Codes seen to be SKUs, per tenant: a SKU names its item for good."""
 
     async def warehouses(self, tenant_id: TenantId) -> Sequence[Warehouse]:
         """Every warehouse of the tenant, ordered by code (there are dozens, not millions)."""
@@ -38,3 +40,25 @@ class CatalogService:
     async def items_by_code(self, tenant_id: TenantId, codes: Sequence[str]) -> dict[str, Item]:
         """Items named by SKU or alias, keyed by the code asked for."""
         return await self._reader.items_by_code(tenant_id, codes)
+
+    async def skus_named(self, tenant_id: TenantId, codes: Sequence[str]) -> list[Sku]:
+        """The SKUs ``codes`` name (a SKU itself, or an alias's item), each once, in order;
+        codes that name nothing are left out.
+
+        A code once found to be a SKU is known without asking again: a SKU is an item's
+        identity and no alias can take it. Aliases (which can move to another item) are
+        looked up every time.
+        """
+        known = self._skus.setdefault(tenant_id, set())
+        rest = [code for code in codes if code not in known]
+        items = await self.items_by_code(tenant_id, rest) if rest else {}
+        found: dict[Sku, None] = {}
+        for code in codes:
+            item = items.get(code)
+            if item is None and code in known:
+                found[Sku(code)] = None
+            elif item is not None:
+                found[item.sku] = None
+                if item.sku == code:
+                    known.add(code)
+        return list(found)

@@ -84,8 +84,7 @@ class InventoryService:
             await self._written_back(tenant_id)
         if max_age_seconds == 0 and isinstance(live, LiveLoader):
             # Every level will be asked for: the WMS calls need not wait for the projection.
-            items = await self._catalog.items_by_code(tenant_id, codes)
-            live.ask_early(list(dict.fromkeys(i.sku for i in items.values())), warehouse_ids)
+            live.ask_early(await self._catalog.skus_named(tenant_id, codes), warehouse_ids)
             try:
                 return await self._levels(
                     tenant_id, codes, warehouse_ids, max_age_seconds, now, live
