@@ -14,12 +14,12 @@ from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.domain.bucket import Throttle
 from stockgraph.domain.ids import TenantId, WarehouseId
-from stockgraph.domain.model import Item, StockLevel, Warehouse
+from stockgraph.domain.model import Item, Warehouse
 from stockgraph.schema.errors import BadUserInput, Forbidden
 from stockgraph.services.catalog import CatalogService
 from stockgraph.services.feed import EventFeed
 from stockgraph.services.inventory import InventoryService
-from stockgraph.services.live import LiveReads, UpstreamUse
+from stockgraph.services.live import LiveLoader, LiveReads, UpstreamUse
 from stockgraph.services.operations import OperationsService
 from stockgraph.services.ports import CostBuckets
 from stockgraph.services.webhooks import WebhookService
@@ -134,7 +134,7 @@ class Context:
     """A subscription's: the outbox id of the change it is answering now."""
     _warehouses: asyncio.Future[TenantWarehouses] | None = None
     _item_loader: DataLoader[str, Item | None] | None = None
-    _live_loader: DataLoader[StockLevel, StockLevel | None] | None = None
+    _live_loader: LiveLoader | None = None
 
     @property
     def bucket_key(self) -> str:
@@ -171,7 +171,7 @@ class Context:
             self._item_loader = DataLoader(load, max_batch_size=self.limits.max_list_size)
         return self._item_loader
 
-    def live(self) -> DataLoader[StockLevel, StockLevel | None] | None:
+    def live(self) -> LiveLoader | None:
         """Live WMS reads for this request, batched per instance; None without connectors."""
         if self.services.live is None:
             return None

@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiodataloader import DataLoader
-
 from stockgraph.domain.availability import SkuAvailability, WarehouseStock, aggregate_availability
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import GeoPoint, LevelSource, StockLevel, Warehouse
@@ -63,7 +61,7 @@ class InventoryService:
         max_age_seconds: int | None = None,
         as_of: datetime | None = None,
         now: datetime | None = None,
-        live: DataLoader[StockLevel, StockLevel | None] | None = None,
+        live: LiveLoader | None = None,
     ) -> list[LevelAnswer]:
         """Levels of the SKUs named by ``codes`` (SKUs or aliases) in the tenant's warehouses.
 
@@ -82,7 +80,7 @@ class InventoryService:
             return [LevelAnswer(level, False) for level in rows]
         if max_age_seconds is None and self._written_back is not None:
             await self._written_back(tenant_id)
-        if max_age_seconds == 0 and isinstance(live, LiveLoader):
+        if max_age_seconds == 0 and live is not None:
             # Every level will be asked for: the WMS calls need not wait for the projection.
             live.ask_early(await self._catalog.skus_named(tenant_id, codes), warehouse_ids)
             try:
@@ -100,7 +98,7 @@ class InventoryService:
         warehouse_ids: Sequence[WarehouseId] | None,
         max_age_seconds: int | None,
         now: datetime | None,
-        live: DataLoader[StockLevel, StockLevel | None] | None,
+        live: LiveLoader | None,
     ) -> list[LevelAnswer]:
         rows = await self._stock.levels(tenant_id, codes, warehouse_ids)
         if max_age_seconds is None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,13 +72,9 @@ def _new_id(prefix: str) -> str:
 
 
 @pytest.fixture
-async def migrated(database_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade(database_url)
-    engine = create_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
+def migrated(engine: AsyncEngine) -> AsyncEngine:
+    """The migrated database's engine (``conftest.engine``), by the name these tests use."""
+    return engine
 
 
 async def _on_connection(url: str, work: Callable[[Connection], Any]) -> Any:
