@@ -161,6 +161,8 @@ class LiveReads:
         ``skus`` now, before the levels held are known: for a read that will ask about
         every level (``maxAge: 0``), the calls then run while the projection is read."""
         asks: dict[WarehouseId, EarlyAsk] = {}
+        if not skus:
+            return asks
         for instance in self._instances():
             if instance.tenant_id != tenant_id or (
                 warehouse_ids is not None and instance.warehouse_id not in warehouse_ids

@@ -288,5 +288,6 @@ async def test_early_asks_name_only_the_warehouses_asked() -> None:
     live = reads(connector, FakeIngestion())
     assert live.ask(TENANT, [Sku("SKU-A")], [WarehouseId("elsewhere")]) == {}
     assert live.ask(TenantId("other"), [Sku("SKU-A")], None) == {}
+    assert live.ask(TENANT, [], None) == {}  # codes that name no SKU: nobody is asked
     await asyncio.sleep(0)
     assert connector.asked == []
