@@ -346,6 +346,25 @@ async def test_max_age_reads_the_wms_live_in_one_call_and_writes_it_back(wired: 
     assert {k: v for k, v in projection.items() if k != SKUS[CASE_SKU]} == without_case
 
 
+async def test_max_age_zero_named_by_aliases_is_still_one_call(wired: Wired) -> None:
+    """The WMS is asked before the projection is read: aliases are resolved first, and a
+    SKU named by its alias is not asked for a second time."""
+    await wired.runtime.sync.full_sync(wired.instance)
+    ours = list(SKUS.values())[:5]
+    aliases = [f"AC{int(sku.removeprefix('SKU-')):06d}" for sku in ours]  # the demo's aliases
+    before = _upstream_calls(wired)
+    for _ in range(2):  # the second time, the SKUs are known without the catalogue
+        named = ", ".join(f'"{code}"' for code in [*aliases, ours[0], "NO-SUCH-CODE"])
+        body = await _graphql(
+            wired, f"{{ inventoryLevels(skus: [{named}], maxAge: 0) {{ sku source stale }} }}"
+        )
+        assert "errors" not in body
+        mine = [lv for lv in body["data"]["inventoryLevels"] if lv["source"] == "LIVE"]
+        assert sorted({lv["sku"] for lv in mine}) == sorted(ours)
+        assert not any(lv["stale"] for lv in mine)
+    assert _upstream_calls(wired) - before == 2
+
+
 async def test_a_wms_that_cannot_answer_leaves_levels_stale_not_an_error(wired: Wired) -> None:
     await wired.runtime.sync.full_sync(wired.instance)
     wired.wms.faults.update({"error_rate": 1.0})
