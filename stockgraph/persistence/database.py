@@ -45,10 +45,12 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    # First, so that switching to WAL also waits for a writer that holds the database (a
+    # replica migrating a new file, say) rather than giving up after sqlite3's 5 s default.
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
