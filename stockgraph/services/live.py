@@ -218,17 +218,20 @@ class LiveReads:
         write-back."""
         found: dict[LiveKey, StockLevel] = {}
         snapshots: list[Batch] = []
+        changing: set[Sku] = set()
         for outcome in outcomes:
             if outcome is None:
                 continue
             found.update(outcome.found)
             if outcome.news:
                 snapshots.append((outcome.instance, [outcome.snapshot]))
+                changing.update(sku for _w, sku in outcome.found)
         if snapshots:
             await self._write_behind(tenant_id, snapshots)
-            # Answers cached from the projection no longer hold; the write-back's commit
-            # drops them again, with whatever was computed in between.
-            self._on_change(tenant_id, {sku for _w, sku in found})
+            # Answers cached from the projection no longer hold for the SKUs about to be
+            # written; the write-back's commit drops them again, with whatever was computed
+            # in between. An instance with nothing new leaves its SKUs' answers be.
+            self._on_change(tenant_id, changing)
         return found
 
     async def written_back(self, tenant_id: TenantId) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
@@ -60,18 +61,27 @@ async def run(
 
 
 @contextmanager
-def counted_statements(runtime: Runtime) -> Iterator[list[str]]:
-    """Collects every SQL statement the runtime's engine sends while the block runs."""
+def counted_statements(runtime: Runtime | AsyncEngine) -> Iterator[list[str]]:
+    """Collects every SQL statement the runtime's engine (or ``runtime``, an engine) has the
+    database execute while the block runs: an executemany counts once per parameter set."""
+    engine = runtime if isinstance(runtime, AsyncEngine) else runtime.engine
     statements: list[str] = []
 
-    def count(_conn: object, _cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
+    def count(
+        _conn: object,
+        _cursor: object,
+        statement: str,
+        parameters: Any,
+        _context: object,
+        executemany: bool,
+    ) -> None:
+        statements.extend([statement] * (len(parameters) if executemany else 1))
 
-    event.listen(runtime.engine.sync_engine, "before_cursor_execute", count)
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
     try:
         yield statements
     finally:
-        event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
 
 
 def generous(max_cost: int = 1_000_000) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.model import StockLevel
 from stockgraph.domain.quantities import StockQuantities
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
+from tests.graphql.helpers import counted_statements
 from tests.integration.test_outbox import Site, _site
 
 LATER = datetime(2026, 3, 1, tzinfo=UTC)
@@ -54,14 +55,31 @@ async def test_touches_of_several_sequences_bring_each_row_up_to_date(
         (_level(site, 1, 9, LATER, 8), held[site.skus[1]][1]),
     ]
     async with SqlUnitOfWork(engine=engine) as uow:
-        await uow.touch_levels(touches)
+        with counted_statements(engine) as statements:
+            await uow.touch_levels(touches)
         await uow.commit()
+    assert len(statements) == 2  # one per sequence, not one per level
     after = await _held(engine, site)
     for index, sequence in ((0, 7), (1, 8)):
         level, version = after[site.skus[index]]
         assert (level.as_of, level.source_sequence) == (LATER, sequence)
         assert level.quantities == held[site.skus[index]][0].quantities
         assert version == held[site.skus[index]][1] + 1
+
+
+async def test_levels_of_one_warehouse_and_sequence_are_touched_by_one_statement(
+    engine: AsyncEngine,
+) -> None:
+    site = await _seed(engine)
+    held = await _held(engine, site)
+    touches = [(_level(site, i, on, LATER, 7), held[site.skus[i]][1]) for i, on in ((0, 5), (1, 9))]
+    async with SqlUnitOfWork(engine=engine) as uow:
+        with counted_statements(engine) as statements:
+            await uow.touch_levels(touches)
+        await uow.commit()
+    assert len(statements) == 1
+    after = await _held(engine, site)
+    assert {level.source_sequence for level, _version in after.values()} == {7}
 
 
 async def test_a_row_that_moved_on_since_it_was_read_fails_the_whole_touch(

@@ -99,17 +99,31 @@ def held(sku: str, on_hand: int, *, committed: int = 0, sequence: int = 5) -> St
     )
 
 
-def reads(connector: FakeConnector, ingestion: FakeIngestion, **options: Any) -> LiveReads:
-    instance = ConnectorInstance(
-        connector_id="rest-1",
+def _instance(connector: FakeConnector, number: int) -> ConnectorInstance:
+    code = f"WH-0{number}"
+    return ConnectorInstance(
+        connector_id=f"rest-{number}",
         tenant_id=TENANT,
-        warehouse_id=WAREHOUSE,
-        warehouse_code="WH-01",
+        warehouse_id=WarehouseId(f"wh-{number}"),
+        warehouse_code=code,
         connector=connector,  # type: ignore[arg-type]
-        mapping=InstanceMapping(skus={"W-A": "SKU-A", "W-B": "SKU-B"}, default_location="WH-01"),
+        mapping=InstanceMapping(skus={"W-A": "SKU-A", "W-B": "SKU-B"}, default_location=code),
     )
+
+
+def reads(
+    connector: FakeConnector,
+    ingestion: FakeIngestion,
+    *,
+    second: FakeConnector | None = None,
+    **options: Any,
+) -> LiveReads:
+    """Live reads of one instance (warehouse ``wh-1``), and of ``second`` at ``wh-2``."""
+    instances = [_instance(connector, 1)]
+    if second is not None:
+        instances.append(_instance(second, 2))
     return LiveReads(
-        instances=lambda: [instance],
+        instances=lambda: instances,
         ingestion=ingestion,  # type: ignore[arg-type]
         unit_of_work=FakeUnitOfWork,  # type: ignore[arg-type]
         **options,
@@ -291,3 +305,23 @@ async def test_early_asks_name_only_the_warehouses_asked() -> None:
     assert live.ask(TENANT, [], None) == {}  # codes that name no SKU: nobody is asked
     await asyncio.sleep(0)
     assert connector.asked == []
+
+
+async def test_only_the_skus_of_answers_with_news_drop_cached_answers_at_once() -> None:
+    ingestion = FakeIngestion()
+    ingestion.release.set()
+    changed: list[set[Sku]] = []
+    live = reads(
+        FakeConnector({"W-A": wms_level("W-A", 9, sequence=5)}),  # changed at wh-1
+        ingestion,
+        second=FakeConnector({"W-B": wms_level("W-B", 4, sequence=5)}),  # as held at wh-2
+        on_change=lambda _t, skus: changed.append(set(skus)),
+    )
+    there = replace(recent("SKU-B", 4, sequence=5), warehouse_id=WarehouseId("wh-2"))
+    found = await live.read(TENANT, [recent("SKU-A", 4, sequence=5), there])
+    assert len(found) == 2
+    assert changed == [{Sku("SKU-A")}]  # the answer; the commit's own report follows
+    await live.settle()
+    assert [[instance.connector_id for instance, _ in batch] for batch in ingestion.applied] == [
+        ["rest-1"]
+    ]
