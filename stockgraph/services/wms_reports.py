@@ -74,9 +74,6 @@ class ApplyReport:
     exceptions: int = 0
     touched: dict[TenantId, set[Sku]] = field(default_factory=dict)
     """The SKUs whose levels were written (changed, or only brought up to date), by tenant."""
-    levels: dict[LevelKey, StockLevel] = field(default_factory=dict)
-    """Each reported level as the projection holds it afterwards (written, or already
-    newer), by warehouse and SKU."""
 
 
 Batch = tuple[ConnectorInstance, Sequence[WmsEvent]]
@@ -192,7 +189,6 @@ async def apply_reports(
     await uow.touch_levels(list(touches.values()))
     await uow.add_movements(movements)
     await uow.add_audits(audits)
-    report.levels.update(state)
 
 
 async def _plan(
