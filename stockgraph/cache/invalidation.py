@@ -176,7 +176,7 @@ class Invalidations:
                 await asyncio.sleep(self._retry)
             finally:
                 self.subscribed.clear()
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     def _receive(self, data: object) -> None:
         if not isinstance(data, bytes | str):
