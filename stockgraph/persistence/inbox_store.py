@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, func, insert, select, tuple_
+from sqlalchemy import Table, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -41,6 +41,11 @@ class SqlInbox:
 
     def __init__(self, *, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._keep = (
+            upsert(engine, _inbox)
+            .on_conflict_do_nothing(index_elements=["connector_id", "event_id"])
+            .returning(_inbox.c.connector_id, _inbox.c.event_id)
+        )
         self._queue: list[tuple[dict[str, object], asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -75,43 +80,37 @@ class SqlInbox:
                         done.set_exception(exc)
                 continue
             for (_, done), added in zip(batch, results, strict=True):
-                if not done.done():
+                if done.done():
+                    continue
+                if isinstance(added, BaseException):
+                    done.set_exception(added)
+                else:
                     done.set_result(added)
 
-    async def _insert(self, rows: list[dict[str, object]]) -> list[bool]:
-        keys = [(str(r["connector_id"]), str(r["event_id"])) for r in rows]
+    async def _insert(self, rows: list[dict[str, object]]) -> list[bool | IntegrityError]:
+        """One statement: rows whose event was received before are skipped by the database
+        (``ON CONFLICT DO NOTHING``), and the ones it kept come back (``RETURNING``), so a
+        receipt costs no read first and racing processes need no second try."""
         try:
             async with self._engine.begin() as conn:
-                existing = {
-                    (c, e)
-                    for c, e in await conn.execute(
-                        select(_inbox.c.connector_id, _inbox.c.event_id).where(
-                            tuple_(_inbox.c.connector_id, _inbox.c.event_id).in_(set(keys))
-                        )
-                    )
-                }
-                fresh: list[dict[str, object]] = []
-                added: list[bool] = []
-                for key, row in zip(keys, rows, strict=True):
-                    new = key not in existing
-                    existing.add(key)
-                    added.append(new)
-                    if new:
-                        fresh.append(row)
-                if fresh:
-                    await conn.execute(insert(_inbox), fresh)
-            return added
+                kept = {(c, e) for c, e in await conn.execute(self._keep, rows)}
         except IntegrityError:
-            # Another process kept one of them meanwhile: settle the batch row by row.
+            # A row the database refuses for another reason: settle the batch row by row,
+            # so that only that delivery fails.
             return [await self._insert_one(row) for row in rows]
+        added: list[bool | IntegrityError] = []
+        for row in rows:
+            key = (row["connector_id"], row["event_id"])
+            added.append(key in kept)
+            kept.discard(key)  # the same event twice in one batch: the first is the one kept
+        return added
 
-    async def _insert_one(self, row: dict[str, object]) -> bool:
+    async def _insert_one(self, row: dict[str, object]) -> bool | IntegrityError:
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(insert(_inbox).values(**row))
-        except IntegrityError:
-            return False
-        return True
+                return (await conn.execute(self._keep, [row])).first() is not None
+        except IntegrityError as exc:
+            return exc
 
     async def pending(self, limit: int) -> Sequence[InboxItem]:
         """The oldest received events not applied yet, in the order they arrived."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
@@ -267,3 +268,38 @@ async def test_a_snapshot_moves_as_of_of_what_it_confirms_and_ledgers_only_a_cha
     assert await world.on_hand("SKU-00002") == 8
     assert await world.scalar(moves.format("SKU-00002")) == 1
     assert await world.scalar(outbox) == outbox_before + 1  # the change's stock.changed
+
+
+async def test_a_receipt_the_database_refuses_fails_alone_and_its_batch_is_kept(
+    world: World,
+) -> None:
+    import asyncio
+
+    from sqlalchemy.exc import IntegrityError
+
+    from stockgraph.domain.ids import TenantId
+
+    inbox = SqlInbox(engine=world.runtime.engine)
+
+    def add(tenant: str, event_id: str) -> Any:
+        return inbox.add(
+            tenant_id=TenantId(tenant), connector_id="acme-wh-00", event_id=event_id, body=b"{}"
+        )
+
+    # Added together, the three share one commit; the tenant nobody configured breaks the
+    # foreign key, and only its receipt may fail.
+    results = await asyncio.gather(
+        add("acme", "kept-1"),
+        add("no-such-tenant", "refused"),
+        add("acme", "kept-2"),
+        return_exceptions=True,
+    )
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], IntegrityError)
+    assert (
+        await world.scalar(
+            "SELECT count(*) FROM inbox_events WHERE event_id IN ('kept-1', 'kept-2', 'refused')"
+        )
+        == 2
+    )
+    assert await add("acme", "kept-1") is False
