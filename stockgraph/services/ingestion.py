@@ -2,8 +2,8 @@
 
 A webhook is verified (signature over the raw body, timestamp tolerance, rotated secrets),
 kept in the inbox — deduplicated by its event id — and acknowledged; the inbox is then
-applied in the background, one transaction per received body. Applying maps every level to
-our SKU, warehouse and base units (:mod:`stockgraph.domain.mapping`) and writes it to the
+applied in the background, a round of received bodies per transaction. Applying maps every
+level to our SKU, warehouse and base units (:mod:`stockgraph.domain.mapping`) and writes it to the
 projection only when it is newer than what is held, by the WMS's own sequence: an event
 older than the state we hold never overwrites it, so duplicates and reordering converge.
 Every applied change writes a ledger movement and an audit event in the same transaction;
@@ -123,51 +123,60 @@ class IngestionService:
             self.wake.set()
         return Receipt.ACCEPTED if added else Receipt.DUPLICATE
 
-    async def apply_pending(self, *, limit: int = 200) -> ApplyReport:
-        """Apply received events, oldest first, one transaction per instance and round."""
+    async def apply_pending(self, *, limit: int = 50) -> ApplyReport:
+        """Apply received events, oldest first: one transaction per round, whatever the
+        number of instances they came from.
+
+        One transaction rather than one per instance: the levels, ledger rows, audit events
+        and inbox marks of every instance in the round are written by one statement each,
+        so a burst spread over many instances costs the database (and SQLite's single write
+        lock) one short transaction. Should another process have changed one of the levels
+        meanwhile, the round is rolled back and its events stay in the inbox for the next.
+        """
         report = ApplyReport()
         groups: dict[str, list[InboxEntry]] = {}
         for entry in await self._inbox.pending(limit):
             groups.setdefault(entry.connector_id, []).append(entry)
-        for connector_id, entries in groups.items():
-            try:
-                async with self.lock(connector_id):
-                    await self._apply_entries(connector_id, entries, report)
-            except ConcurrentChange as exc:
-                log.info(
-                    "%s: %s; its events stay in the inbox for the next round", connector_id, exc
-                )
-                continue
-            report.entries += len(entries)
+        if not groups:
+            return report
+        try:
+            async with contextlib.AsyncExitStack() as held:
+                for connector_id in sorted(groups):
+                    await held.enter_async_context(self.lock(connector_id))
+                await self._apply_entries(groups, report)
+        except ConcurrentChange as exc:
+            log.info("%s; the round's events stay in the inbox for the next round", exc)
+            return ApplyReport()
+        report.entries = sum(len(entries) for entries in groups.values())
         for tenant, skus in report.touched.items():
             self._on_change(tenant, skus)
         return report
 
     async def _apply_entries(
-        self, connector_id: str, entries: Sequence[InboxEntry], report: ApplyReport
+        self, groups: dict[str, list[InboxEntry]], report: ApplyReport
     ) -> None:
-        instance = self._instances(connector_id)
         async with self._uow() as uow:
-            if instance is None:
-                for entry in entries:
-                    await self._quarantine(
-                        uow, entry, "UNKNOWN_CONNECTOR", "the instance is no longer configured"
-                    )
-                await uow.commit()
-                return
-            events: list[WmsEvent] = []
+            batches: list[Batch] = []
             parsed: list[int] = []
-            for entry in entries:
-                try:
-                    events += instance.connector.parse_webhook(entry.body)
-                except (MalformedPayload, ConnectorError) as exc:
-                    await self._quarantine(uow, entry, "MALFORMED", str(exc))
-                    report.exceptions += 1
+            for connector_id, entries in groups.items():
+                instance = self._instances(connector_id)
+                if instance is None:
+                    for entry in entries:
+                        await self._quarantine(
+                            uow, entry, "UNKNOWN_CONNECTOR", "the instance is no longer configured"
+                        )
                     continue
-                parsed.append(entry.id)
-            await self.apply_events(
-                uow, instance, events, cause=MovementCause.WEBHOOK, report=report
-            )
+                events: list[WmsEvent] = []
+                for entry in entries:
+                    try:
+                        events += instance.connector.parse_webhook(entry.body)
+                    except (MalformedPayload, ConnectorError) as exc:
+                        await self._quarantine(uow, entry, "MALFORMED", str(exc))
+                        report.exceptions += 1
+                        continue
+                    parsed.append(entry.id)
+                batches.append((instance, events))
+            await self.apply_batches(uow, batches, cause=MovementCause.WEBHOOK, report=report)
             await uow.finish_inbox(parsed, status="APPLIED")
             await uow.commit()
 
