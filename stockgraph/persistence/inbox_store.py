@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stockgraph.domain.ids import TenantId
 from stockgraph.persistence.catalog_store import upsert
+from stockgraph.persistence.database import write_gate
 from stockgraph.persistence.models import ConnectorStateRow, InboxEventRow
 
 _inbox = cast(Table, InboxEventRow.__table__)
@@ -41,6 +42,7 @@ class SqlInbox:
 
     def __init__(self, *, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._gate = write_gate(engine)
         self._keep = (
             upsert(engine, _inbox)
             .on_conflict_do_nothing(index_elements=["connector_id", "event_id"])
@@ -92,7 +94,7 @@ class SqlInbox:
         (``ON CONFLICT DO NOTHING``), and the ones it kept come back (``RETURNING``), so a
         receipt costs no read first and racing processes need no second try."""
         try:
-            async with self._engine.begin() as conn:
+            async with self._gate.turn(), self._engine.begin() as conn:
                 kept = {(c, e) for c, e in await conn.execute(self._keep, rows)}
         except IntegrityError:
             # A row the database refuses for another reason: settle the batch row by row,
@@ -107,7 +109,7 @@ class SqlInbox:
 
     async def _insert_one(self, row: dict[str, object]) -> bool | IntegrityError:
         try:
-            async with self._engine.begin() as conn:
+            async with self._gate.turn(), self._engine.begin() as conn:
                 return (await conn.execute(self._keep, [row])).first() is not None
         except IntegrityError as exc:
             return exc

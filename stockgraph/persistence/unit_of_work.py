@@ -8,7 +8,7 @@ Rows are locked for update on PostgreSQL; SQLite serialises writers by itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from types import TracebackType
@@ -32,6 +32,7 @@ from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import AuditEntry, StockLevel, StockMovement
 from stockgraph.domain.quantities import QUANTITY_NAMES, StockQuantities
+from stockgraph.persistence.database import write_gate
 from stockgraph.persistence.event_log import sync_alert_row, take_outbox_turn
 from stockgraph.persistence.models import (
     AuditEventRow,
@@ -135,6 +136,13 @@ class SqlUnitOfWork:
         self._conn: AsyncConnection | None = None
         self._tx: AsyncTransaction | None = None
         self._committed = False
+        self._gate = write_gate(engine)
+        self._leave_gate: Callable[[], None] | None = None
+
+    async def _writing(self) -> None:
+        """Called before the first write: wait for this process's turn to write."""
+        if self._leave_gate is None:
+            self._leave_gate = await self._gate.acquire()
 
     async def __aenter__(self) -> Self:
         self._conn = await self._engine.connect()
@@ -154,8 +162,13 @@ class SqlUnitOfWork:
             if tx is not None and tx.is_active and not self._committed:
                 await tx.rollback()
         finally:
-            if conn is not None:
-                await conn.close()
+            try:
+                if conn is not None:
+                    await conn.close()
+            finally:
+                if self._leave_gate is not None:
+                    self._leave_gate()
+                    self._leave_gate = None
 
     async def commit(self) -> None:
         if self._tx is None:
@@ -213,6 +226,7 @@ class SqlUnitOfWork:
         """
         if not levels:
             return
+        await self._writing()
         now = datetime.now(UTC)
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
@@ -260,6 +274,7 @@ class SqlUnitOfWork:
         """
         if not levels:
             return
+        await self._writing()
         now = datetime.now(UTC)
         groups: dict[tuple[TenantId, WarehouseId, datetime, int | None], list[Any]] = {}
         for level, version in levels:
@@ -282,6 +297,7 @@ class SqlUnitOfWork:
 
     async def add_movements(self, movements: Sequence[StockMovement]) -> None:
         """Append ledger rows and one ``stock.changed`` outbox event each: two statements."""
+        await self._writing()
         await append_movements(self._c, movements, recorded_at=datetime.now(UTC))
 
     async def add_exception(
@@ -294,6 +310,7 @@ class SqlUnitOfWork:
         reason: str,
         raw: str,
     ) -> None:
+        await self._writing()
         now = datetime.now(UTC)
         await take_outbox_turn(self._c)
         kept = await self._c.execute(
@@ -324,6 +341,7 @@ class SqlUnitOfWork:
         """Append audit events, in one statement."""
         if not entries:
             return
+        await self._writing()
         now = datetime.now(UTC)
         await self._c.execute(
             insert(_audit),
@@ -350,6 +368,7 @@ class SqlUnitOfWork:
     ) -> None:
         if not inbox_ids:
             return
+        await self._writing()
         await self._c.execute(
             update(_inbox)
             .where(_inbox.c.id.in_(list(inbox_ids)))
