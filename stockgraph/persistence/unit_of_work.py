@@ -112,7 +112,9 @@ def _touch_levels() -> Update:
 
 
 @cache
-def _levels_for_update(lock: bool) -> Select[Any]:
+def _levels_for_update(lock: bool, pairs: bool) -> Select[Any]:
+    """``pairs``: also only the (warehouse, SKU) pairs asked, where the warehouses and SKUs
+    asked would match many more."""
     query = select(
         _levels.c.warehouse_id,
         _levels.c.sku,
@@ -125,6 +127,10 @@ def _levels_for_update(lock: bool) -> Select[Any]:
         _levels.c.warehouse_id.in_(bindparam("warehouse_ids", expanding=True)),
         _levels.c.sku.in_(bindparam("skus", expanding=True)),
     )
+    if pairs:
+        query = query.where(
+            tuple_(_levels.c.warehouse_id, _levels.c.sku).in_(bindparam("pairs", expanding=True))
+        )
     return query.with_for_update() if lock else query
 
 
@@ -190,17 +196,22 @@ class SqlUnitOfWork:
         self, tenant_id: TenantId, skus: Mapping[WarehouseId, Sequence[Sku]]
     ) -> dict[tuple[WarehouseId, Sku], tuple[StockLevel, int]]:
         """The current levels and versions of ``skus`` per warehouse, locked until the
-        transaction ends: one statement (its rows are the pairs of every warehouse and SKU
-        asked, the ones not asked dropped here)."""
+        transaction ends: one statement. Where each warehouse is asked for other SKUs (a
+        round of webhooks from many instances), the database keeps only the pairs asked,
+        rather than this process reading every warehouse's row of every SKU."""
         wanted = {(w, s) for w, listed in skus.items() for s in listed}
         if not wanted:
             return {}
-        query = _levels_for_update(self._c.dialect.name == "postgresql")
-        params = {
+        everything = sorted({s for _w, s in wanted})
+        pairs = len(wanted) < len(skus) * len(everything)
+        query = _levels_for_update(self._c.dialect.name == "postgresql", pairs)
+        params: dict[str, Any] = {
             "tenant_id": tenant_id,
             "warehouse_ids": sorted(skus),
-            "skus": sorted({s for _w, s in wanted}),
+            "skus": everything,
         }
+        if pairs:
+            params["pairs"] = sorted(wanted)
         found: dict[tuple[WarehouseId, Sku], tuple[StockLevel, int]] = {}
         for row in await self._c.execute(query, params):
             key = (WarehouseId(row[0]), Sku(row[1]))
