@@ -137,7 +137,8 @@ class Wired:
     async def deliver(self) -> None:
         """Bring what the WMS did into the projection, however this dialect tells it."""
         if self.harness.push:
-            await self.runtime.ingestion.apply_pending()
+            while (await self.runtime.ingestion.apply_pending()).entries:
+                pass  # a round takes at most 50 events
         else:
             await self.runtime.sync.poll(self.instance)
 
