@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -70,15 +71,37 @@ class WriteGate:
     on, so a receipt queued behind a transaction holding the lock for 8 ms starts up to
     10 ms late, and under load such steps add up in the acknowledgement tail. Writers that
     wait here instead start as soon as the one before them leaves. Webhook receipts and
-    units of work take the gate (from their first write to their end); other writers, and
-    other processes, still wait in SQLite's busy handler. On PostgreSQL, where rows rather
-    than the database are locked, the gate lets everyone through.
+    units of work take the gate (from their first write to their commit); other writers,
+    and other processes, still wait in SQLite's busy handler. On PostgreSQL, where rows
+    rather than the database are locked, the gate lets everyone through.
+
+    Small writes need not wait at all: a :data:`Rider` (the inbox, with the receipts that
+    arrived meanwhile) joins the transaction of whoever holds the gate, just before it
+    commits, and is committed with it.
     """
 
     def __init__(self, *, exclusive: bool) -> None:
         self.exclusive = exclusive
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._riders: list[Rider] = []
+
+    def take_riders(self, rider: Rider) -> None:
+        """``rider`` joins every transaction that commits through this gate from now on."""
+        self._riders.append(rider)
+
+    async def board(self, conn: AsyncConnection) -> Callable[[bool], None]:
+        """Run the riders inside the transaction on ``conn``, whose holder is about to
+        commit; call what is returned with whether the commit happened."""
+        if not self.exclusive:
+            return _settled
+        finishers = [await ride(conn) for ride in self._riders]
+
+        def finish(committed: bool) -> None:
+            for done in finishers:
+                done(committed)
+
+        return finish
 
     async def acquire(self) -> Callable[[], None]:
         """Wait for the turn; call what is returned to give it up."""
@@ -102,6 +125,16 @@ class WriteGate:
 
 def _nothing() -> None:
     return None
+
+
+def _settled(_committed: bool) -> None:
+    return None
+
+
+Rider = Callable[[AsyncConnection], Awaitable[Callable[[bool], None]]]
+"""Writes that join another writer's transaction on SQLite (:meth:`WriteGate.board`): run
+inside it just before its commit, they return what to call with whether it committed. A
+rider handles its own errors: whatever fails, it keeps for its own next write."""
 
 
 _gates: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stockgraph.domain.ids import TenantId
 from stockgraph.persistence.catalog_store import upsert
@@ -43,12 +43,13 @@ class SqlInbox:
     def __init__(self, *, engine: AsyncEngine) -> None:
         self._engine = engine
         self._gate = write_gate(engine)
+        self._gate.take_riders(self._ride)
         self._keep = (
             upsert(engine, _inbox)
             .on_conflict_do_nothing(index_elements=["connector_id", "event_id"])
             .returning(_inbox.c.connector_id, _inbox.c.event_id)
         )
-        self._queue: list[tuple[dict[str, object], asyncio.Future[bool]]] = []
+        self._queue: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def add(
@@ -73,43 +74,67 @@ class SqlInbox:
 
     async def _flush(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                results = await self._insert([row for row, _ in batch])
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), added in zip(batch, results, strict=True):
-                if done.done():
+            async with self._gate.turn():
+                # Taken once it is this flush's turn: while another writer holds the
+                # gate, what queues up rides along with its commit (:meth:`_ride`).
+                batch, self._queue = self._queue, []
+                if not batch:
                     continue
-                if isinstance(added, BaseException):
-                    done.set_exception(added)
-                else:
-                    done.set_result(added)
+                try:
+                    results = await self._insert([row for row, _ in batch])
+                except Exception as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                _settle(batch, results)
+
+    async def _ride(self, conn: AsyncConnection) -> Callable[[bool], None]:
+        """The receipts queued now, inserted in the transaction on ``conn`` (see
+        :meth:`~stockgraph.persistence.database.WriteGate.board`)."""
+        batch, self._queue = self._queue, []
+        if not batch:
+            return _ignore
+        rows = [row for row, _ in batch]
+        try:
+            kept = {(c, e) for c, e in await conn.execute(self._keep, rows)}
+        except Exception:
+            # SQLite undid just this statement; this inbox's own flush settles them.
+            self._requeue(batch)
+            return _ignore
+        except BaseException:
+            self._requeue(batch)
+            raise
+
+        def finish(committed: bool) -> None:
+            if committed:
+                _settle(batch, _outcomes(rows, kept))
+            else:
+                self._requeue(batch)
+
+        return finish
+
+    def _requeue(self, batch: list[_Queued]) -> None:
+        self._queue[:0] = batch
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
 
     async def _insert(self, rows: list[dict[str, object]]) -> list[bool | IntegrityError]:
         """One statement: rows whose event was received before are skipped by the database
         (``ON CONFLICT DO NOTHING``), and the ones it kept come back (``RETURNING``), so a
         receipt costs no read first and racing processes need no second try."""
         try:
-            async with self._gate.turn(), self._engine.begin() as conn:
+            async with self._engine.begin() as conn:
                 kept = {(c, e) for c, e in await conn.execute(self._keep, rows)}
         except IntegrityError:
             # A row the database refuses for another reason: settle the batch row by row,
             # so that only that delivery fails.
             return [await self._insert_one(row) for row in rows]
-        added: list[bool | IntegrityError] = []
-        for row in rows:
-            key = (row["connector_id"], row["event_id"])
-            added.append(key in kept)
-            kept.discard(key)  # the same event twice in one batch: the first is the one kept
-        return added
+        return _outcomes(rows, kept)
 
     async def _insert_one(self, row: dict[str, object]) -> bool | IntegrityError:
         try:
-            async with self._gate.turn(), self._engine.begin() as conn:
+            async with self._engine.begin() as conn:
                 return (await conn.execute(self._keep, [row])).first() is not None
         except IntegrityError as exc:
             return exc
@@ -137,6 +162,35 @@ class SqlInbox:
         query = select(_inbox.c.status, func.count()).group_by(_inbox.c.status)
         async with self._engine.connect() as conn:
             return {r[0]: int(r[1]) for r in await conn.execute(query)}
+
+
+_Queued = tuple[dict[str, object], "asyncio.Future[bool]"]
+
+
+def _outcomes(
+    rows: list[dict[str, object]], kept: set[tuple[str, str]]
+) -> list[bool | IntegrityError]:
+    """Per row, whether it was kept: the same event twice in one batch, the first was."""
+    added: list[bool | IntegrityError] = []
+    for row in rows:
+        key = (str(row["connector_id"]), str(row["event_id"]))
+        added.append(key in kept)
+        kept.discard(key)
+    return added
+
+
+def _settle(batch: list[_Queued], results: list[bool | IntegrityError]) -> None:
+    for (_, done), added in zip(batch, results, strict=True):
+        if done.done():
+            continue
+        if isinstance(added, BaseException):
+            done.set_exception(added)
+        else:
+            done.set_result(added)
+
+
+def _ignore(_committed: bool) -> None:
+    return None
 
 
 class SqlConnectorStates:

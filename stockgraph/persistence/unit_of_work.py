@@ -177,10 +177,23 @@ class SqlUnitOfWork:
                     self._leave_gate = None
 
     async def commit(self) -> None:
-        if self._tx is None:
+        if self._tx is None or self._conn is None:
             raise RuntimeError("commit outside the unit of work")
-        await self._tx.commit()
+        if self._leave_gate is None:
+            await self._tx.commit()
+            self._committed = True
+            return
+        # Holding the turn to write: whatever waits for it (receipts) commits with this.
+        finish = await self._gate.board(self._conn)
+        try:
+            await self._tx.commit()
+        except BaseException:
+            finish(False)
+            raise
         self._committed = True
+        finish(True)
+        self._leave_gate()
+        self._leave_gate = None
 
     @property
     def _c(self) -> AsyncConnection:

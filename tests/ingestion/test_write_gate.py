@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from stockgraph.domain.ids import TenantId
 from stockgraph.persistence.database import write_gate
@@ -15,34 +17,108 @@ from stockgraph.persistence.unit_of_work import SqlUnitOfWork
 from tests.ingestion.conftest import World
 
 
-async def test_a_receipt_waits_for_a_writing_unit_of_work_before_it_reaches_sqlite(
+class _Writes:
+    """The inbox inserts and commits the engine's connections make, in order."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.order: list[str] = []
+        event.listen(engine.sync_engine, "before_cursor_execute", self._statement)
+        event.listen(engine.sync_engine, "commit", self._commit)
+        event.listen(engine.sync_engine, "rollback", self._rollback)
+
+    def _statement(self, _c: Any, _cur: Any, sql: str, *_rest: Any) -> None:
+        if sql.lstrip().upper().startswith("INSERT INTO INBOX_EVENTS"):
+            self.order.append("receipt")
+
+    def _commit(self, _conn: Any) -> None:
+        self.order.append("commit")
+
+    def _rollback(self, _conn: Any) -> None:
+        if self.order and self.order[-1] != "rollback":
+            self.order.append("rollback")
+
+
+class _FailingCommit:
+    """A transaction whose commit fails; rolling back works."""
+
+    def __init__(self, tx: Any) -> None:
+        self._tx = tx
+        self.is_active = tx.is_active
+
+    async def commit(self) -> None:
+        raise RuntimeError("disk gone")
+
+    async def rollback(self) -> None:
+        await self._tx.rollback()
+
+
+def _receive(inbox: SqlInbox, event_id: str, tenant: str = "acme") -> asyncio.Task[bool]:
+    return asyncio.create_task(
+        inbox.add(
+            tenant_id=TenantId(tenant), connector_id="acme-wh-00", event_id=event_id, body=b""
+        )
+    )
+
+
+async def _let_run() -> None:
+    for _ in range(20):  # room for other tasks to get as far as they can
+        await asyncio.sleep(0.005)
+
+
+async def test_a_receipt_waits_for_a_writing_unit_of_work_and_commits_with_it(
     world: World,
 ) -> None:
     engine = world.runtime.engine
-    order: list[str] = []
-
-    def statement(_c: Any, _cur: Any, sql: str, *_rest: Any) -> None:
-        if sql.lstrip().upper().startswith("INSERT INTO INBOX_EVENTS"):
-            order.append("receipt")
-
-    def commit(_conn: Any) -> None:
-        order.append("commit")
-
-    event.listen(engine.sync_engine, "before_cursor_execute", statement)
-    event.listen(engine.sync_engine, "commit", commit)
+    writes = _Writes(engine)
     inbox = SqlInbox(engine=engine)
     async with SqlUnitOfWork(engine=engine) as uow:
         # A write: from here on this transaction holds SQLite's write lock.
         await uow.finish_inbox([0], status="APPLIED")
-        receipt = asyncio.create_task(
-            inbox.add(tenant_id=TenantId("acme"), connector_id="acme-wh-00", event_id="e", body=b"")
-        )
-        for _ in range(20):  # room for the receipt to get as far as it can
-            await asyncio.sleep(0.005)
-        assert order == []  # without the gate, its INSERT would now wait inside SQLite
+        receipt = _receive(inbox, "e")
+        await _let_run()
+        # Without the gate, the receipt's INSERT would now be waiting inside SQLite.
+        assert writes.order == []
+        assert not receipt.done()
         await uow.commit()
     assert await receipt is True
-    assert order == ["commit", "receipt", "commit"]
+    assert writes.order == ["receipt", "commit"]  # one transaction for both
+    assert await world.scalar("SELECT status FROM inbox_events WHERE event_id = 'e'") == "PENDING"
+
+
+async def test_receipts_that_rode_with_a_failed_commit_are_kept_by_the_inbox_itself(
+    world: World,
+) -> None:
+    engine = world.runtime.engine
+    inbox = SqlInbox(engine=engine)
+    uow = SqlUnitOfWork(engine=engine)
+    async with uow:
+        await uow.finish_inbox([0], status="APPLIED")
+        receipt = _receive(inbox, "e")
+        await _let_run()
+        # The unit of work commits, but its database commit fails after the receipt rode.
+        uow._tx = _FailingCommit(uow._tx)  # type: ignore[assignment]
+        with pytest.raises(RuntimeError, match="disk gone"):
+            await uow.commit()
+    assert await receipt is True
+    assert await world.scalar("SELECT count(*) FROM inbox_events WHERE event_id = 'e'") == 1
+
+
+async def test_a_refused_receipt_fails_alone_and_the_unit_of_work_it_rode_with_commits(
+    world: World,
+) -> None:
+    engine = world.runtime.engine
+    inbox = SqlInbox(engine=engine)
+    async with SqlUnitOfWork(engine=engine) as uow:
+        await uow.add_audits([])  # nothing to write, but the turn is taken
+        await uow.finish_inbox([0], status="APPLIED")
+        good = _receive(inbox, "good")
+        refused = _receive(inbox, "refused", tenant="no-such-tenant")
+        await _let_run()
+        await uow.commit()
+    assert await good is True
+    with pytest.raises(IntegrityError):
+        await refused
+    assert await world.scalar("SELECT count(*) FROM inbox_events WHERE event_id = 'good'") == 1
 
 
 async def test_a_unit_of_work_that_only_reads_leaves_the_gate_open(world: World) -> None:
