@@ -232,14 +232,23 @@ class IngestionService:
         """
         await apply_reports(uow, batches, cause=cause, report=report, progress=self.progress)
 
-    async def run(self, *, idle_seconds: float = 1.0) -> None:
-        """Apply the inbox whenever something arrives (or every ``idle_seconds``)."""
+    async def run(
+        self, *, idle_seconds: float = 1.0, round_size: int = 50, max_round_size: int = 200
+    ) -> None:
+        """Apply the inbox whenever something arrives (or every ``idle_seconds``).
+
+        Rounds take ``round_size`` events; while they come back full (a backlog), each
+        takes twice the one before, up to ``max_round_size``. Small rounds keep the write
+        lock short, so receipts waiting to be committed do not wait long; larger ones cost
+        less per event, so a backlog is worked off rather than left to grow.
+        """
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=idle_seconds)
             self.wake.clear()
+            limit = round_size
             try:
-                while (await self.apply_pending()).entries:
-                    pass
+                while taken := (await self.apply_pending(limit=limit)).entries:
+                    limit = min(limit * 2, max_round_size) if taken >= limit else round_size
             except Exception:
                 log.exception("applying the inbox failed; retrying shortly")

@@ -303,3 +303,25 @@ async def test_a_receipt_the_database_refuses_fails_alone_and_its_batch_is_kept(
         == 2
     )
     assert await add("acme", "kept-1") is False
+
+
+async def test_a_backlog_is_applied_in_rounds_that_grow_and_shrink_back(world: World) -> None:
+    import asyncio
+
+    backlog = [50, 100, 200, 200, 130]  # what each round finds, at most its limit
+    limits: list[int] = []
+
+    async def apply_pending(*, limit: int) -> ApplyReport:
+        limits.append(limit)
+        found = min(limit, backlog.pop(0)) if backlog else 0
+        return ApplyReport(entries=found)
+
+    world.service.apply_pending = apply_pending  # type: ignore[method-assign]
+    world.service.wake.set()
+    running = asyncio.create_task(world.service.run(idle_seconds=60))
+    for _ in range(100):
+        await asyncio.sleep(0)
+    running.cancel()
+    # Full rounds double up to 200; the first round that is not full, and the next pass,
+    # start again from 50.
+    assert limits == [50, 100, 200, 200, 200, 50]
