@@ -71,7 +71,7 @@ class WriteGate:
     on, so a receipt queued behind a transaction holding the lock for 8 ms starts up to
     10 ms late, and under load such steps add up in the acknowledgement tail. Writers that
     wait here instead start as soon as the one before them leaves. Webhook receipts and
-    units of work take the gate (from their first write to their commit); other writers,
+    units of work take the gate (from their first write to their commit or end); other writers,
     and other processes, still wait in SQLite's busy handler. On PostgreSQL, where rows
     rather than the database are locked, the gate lets everyone through.
 
@@ -94,7 +94,7 @@ class WriteGate:
         """Run the riders inside the transaction on ``conn``, whose holder is about to
         commit; call what is returned with whether the commit happened."""
         if not self.exclusive:
-            return _settled
+            return no_finish
         finishers = [await ride(conn) for ride in self._riders]
 
         def finish(committed: bool) -> None:
@@ -127,7 +127,8 @@ def _nothing() -> None:
     return None
 
 
-def _settled(_committed: bool) -> None:
+def no_finish(_committed: bool) -> None:
+    """What a :data:`Rider` with nothing aboard returns."""
     return None
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stockgraph.domain.ids import TenantId
 from stockgraph.persistence.catalog_store import upsert
-from stockgraph.persistence.database import write_gate
+from stockgraph.persistence.database import no_finish, write_gate
 from stockgraph.persistence.models import ConnectorStateRow, InboxEventRow
 
 _inbox = cast(Table, InboxEventRow.__table__)
@@ -37,7 +37,9 @@ class SqlInbox:
 
     Each :meth:`add` waits until its row is committed, but receipts that arrive while a
     commit is in flight share the next one (group commit): under a burst of webhooks the
-    database sees one transaction per batch, not one per webhook.
+    database sees one transaction per batch, not one per webhook. On SQLite, receipts that
+    arrive while another writer (the applier) holds the write lock are inserted in its
+    transaction just before it commits, rather than waiting for a turn of their own.
     """
 
     def __init__(self, *, engine: AsyncEngine) -> None:
@@ -94,14 +96,14 @@ class SqlInbox:
         :meth:`~stockgraph.persistence.database.WriteGate.board`)."""
         batch, self._queue = self._queue, []
         if not batch:
-            return _ignore
+            return no_finish
         rows = [row for row, _ in batch]
         try:
             kept = {(c, e) for c, e in await conn.execute(self._keep, rows)}
         except Exception:
             # SQLite undid just this statement; this inbox's own flush settles them.
             self._requeue(batch)
-            return _ignore
+            return no_finish
         except BaseException:
             self._requeue(batch)
             raise
@@ -187,10 +189,6 @@ def _settle(batch: list[_Queued], results: list[bool | IntegrityError]) -> None:
             done.set_exception(added)
         else:
             done.set_result(added)
-
-
-def _ignore(_committed: bool) -> None:
-    return None
 
 
 class SqlConnectorStates:
