@@ -6,17 +6,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stockgraph.domain.errors import ConcurrentChange
-from stockgraph.domain.ids import WarehouseId
 from stockgraph.domain.model import StockLevel
 from stockgraph.domain.quantities import StockQuantities
-from stockgraph.persistence.models import WarehouseRow
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
 from tests.graphql.helpers import counted_statements
-from tests.integration.test_outbox import Site, _site
+from tests.integration.test_outbox import Site, _site, add_warehouse
 
 LATER = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -107,34 +105,16 @@ async def test_a_row_that_moved_on_since_it_was_read_fails_the_whole_touch(
     assert after[site.skus[1]][0].source_sequence == 2
 
 
-async def _second_warehouse(engine: AsyncEngine, site: Site) -> WarehouseId:
-    async with engine.begin() as conn:
-        inserted = await conn.execute(
-            insert(WarehouseRow)
-            .values(
-                tenant_id=site.tenant_id,
-                code=f"{site.code}-2",
-                connector_id=f"{site.connector_id}-2",
-                name="Second warehouse",
-                region="eu-west",
-                lat=None,
-                lng=None,
-                dialect="test",
-                settings={},
-                created_at=LATER,
-            )
-            .returning(WarehouseRow.id)
-        )
-        return WarehouseId(inserted.scalar_one())
-
-
 async def test_levels_read_for_update_are_the_pairs_asked_and_only_those_are_locked(
     engine: AsyncEngine,
 ) -> None:
     # Both warehouses hold both SKUs; each is asked for a different one, as a round of
     # webhooks from two instances asks.
     site = await _seed(engine)
-    other = await _second_warehouse(engine, site)
+    async with engine.begin() as conn:
+        other = await add_warehouse(
+            conn, site.tenant_id, f"{site.code}-2", f"{site.connector_id}-2"
+        )
     async with SqlUnitOfWork(engine=engine) as uow:
         await uow.save_levels(
             [(replace(_level(site, i, 3, LATER, 1), warehouse_id=other), None) for i in range(2)]

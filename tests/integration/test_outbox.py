@@ -16,7 +16,7 @@ import orjson
 import pytest
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stockgraph.connectors.signing import sign
 from stockgraph.domain.events import CursorExpired, OutboxEvent, Topic
@@ -91,6 +91,29 @@ def _camel(quantities: StockQuantities | StockDelta) -> dict[str, int]:
     }
 
 
+async def add_warehouse(
+    conn: AsyncConnection, tenant_id: TenantId, code: str, connector_id: str
+) -> WarehouseId:
+    """A warehouse of ``tenant_id``, in the transaction ``conn`` is in."""
+    inserted = await conn.execute(
+        insert(WarehouseRow)
+        .values(
+            tenant_id=tenant_id,
+            code=code,
+            connector_id=connector_id,
+            name="Warehouse",
+            region="eu-west",
+            lat=None,
+            lng=None,
+            dialect="test",
+            settings={},
+            created_at=NOW,
+        )
+        .returning(WarehouseRow.id)
+    )
+    return WarehouseId(inserted.scalar_one())
+
+
 async def _site(engine: AsyncEngine) -> Site:
     tenant_id = TenantId(_new_id("tenant"))
     code = _new_id("WH")
@@ -98,23 +121,7 @@ async def _site(engine: AsyncEngine) -> Site:
     skus = tuple(Sku(_new_id("SKU")) for _ in range(2))
     async with engine.begin() as conn:
         await conn.execute(insert(Tenant).values(id=tenant_id, name="Tenant", created_at=NOW))
-        inserted = await conn.execute(
-            insert(WarehouseRow)
-            .values(
-                tenant_id=tenant_id,
-                code=code,
-                connector_id=connector_id,
-                name="Warehouse",
-                region="eu-west",
-                lat=None,
-                lng=None,
-                dialect="test",
-                settings={},
-                created_at=NOW,
-            )
-            .returning(WarehouseRow.id)
-        )
-        warehouse_id = WarehouseId(inserted.scalar_one())
+        warehouse_id = await add_warehouse(conn, tenant_id, code, connector_id)
         await conn.execute(
             insert(ItemRow),
             [
