@@ -131,25 +131,39 @@ class IngestionService:
         and inbox marks of every instance in the round are written by one statement each,
         so a burst spread over many instances costs the database (and SQLite's single write
         lock) one short transaction. Should another process have changed one of the levels
-        meanwhile, the round is rolled back and its events stay in the inbox for the next.
+        meanwhile, the round is rolled back and each instance's events are applied in a
+        transaction of their own; those that meet the change again stay in the inbox for
+        the next round, and only they.
         """
-        report = ApplyReport()
         groups: dict[str, list[InboxEntry]] = {}
         for entry in await self._inbox.pending(limit):
             groups.setdefault(entry.connector_id, []).append(entry)
         if not groups:
-            return report
-        try:
-            async with contextlib.AsyncExitStack() as held:
-                for connector_id in sorted(groups):
-                    await held.enter_async_context(self.lock(connector_id))
-                await self._apply_entries(groups, report)
-        except ConcurrentChange as exc:
-            log.info("%s; the round's events stay in the inbox for the next round", exc)
             return ApplyReport()
-        report.entries = sum(len(entries) for entries in groups.values())
+        try:
+            report = await self._apply_round(groups)
+        except ConcurrentChange as exc:
+            if len(groups) == 1:
+                log.info("%s; the round's events stay in the inbox for the next round", exc)
+                return ApplyReport()
+            log.info("%s; applying the round one instance at a time", exc)
+            report = ApplyReport()
+            for connector_id, entries in groups.items():
+                try:
+                    report.add(await self._apply_round({connector_id: entries}))
+                except ConcurrentChange as again:
+                    log.info("%s: %s; its events stay in the inbox", connector_id, again)
         for tenant, skus in report.touched.items():
             self._on_change(tenant, skus)
+        return report
+
+    async def _apply_round(self, groups: dict[str, list[InboxEntry]]) -> ApplyReport:
+        report = ApplyReport()
+        async with contextlib.AsyncExitStack() as held:
+            for connector_id in sorted(groups):
+                await held.enter_async_context(self.lock(connector_id))
+            await self._apply_entries(groups, report)
+        report.entries = sum(len(entries) for entries in groups.values())
         return report
 
     async def _apply_entries(

@@ -292,8 +292,7 @@ class LiveReads:
                     except ConcurrentChange as exc:
                         log.info("live answer of %s not kept: %s", batch[0].connector_id, exc)
                         continue
-                    for tenant, skus in one.touched.items():
-                        report.touched.setdefault(tenant, set()).update(skus)
+                    report.add(one)
             touched = report.touched.get(tenant_id, set())
             if touched:
                 self._on_change(tenant_id, touched)

@@ -75,6 +75,16 @@ class ApplyReport:
     touched: dict[TenantId, set[Sku]] = field(default_factory=dict)
     """The SKUs whose levels were written (changed, or only brought up to date), by tenant."""
 
+    def add(self, other: ApplyReport) -> None:
+        """Count what ``other`` did too (another transaction of the same pass)."""
+        self.entries += other.entries
+        self.applied += other.applied
+        self.stale += other.stale
+        self.unchanged += other.unchanged
+        self.exceptions += other.exceptions
+        for tenant, skus in other.touched.items():
+            self.touched.setdefault(tenant, set()).update(skus)
+
 
 Batch = tuple[ConnectorInstance, Sequence[WmsEvent]]
 """One instance and events it reported."""

@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
 from stockgraph.connectors.signing import InvalidSignature, sign
+from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.model import MovementCause
 from stockgraph.persistence.inbox_store import SqlInbox
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
@@ -325,3 +326,62 @@ async def test_a_backlog_is_applied_in_rounds_that_grow_and_shrink_back(world: W
     # Full rounds double up to 200; the first round that is not full, and the next pass,
     # start again from 50.
     assert limits == [50, 100, 200, 200, 200, 50]
+
+
+class _ConflictingFor(SqlUnitOfWork):
+    """A unit of work that meets another writer's change whenever it writes a level of
+    ``warehouse``."""
+
+    def __init__(self, *, engine: Any, warehouse: Any) -> None:
+        super().__init__(engine=engine)
+        self._warehouse = warehouse
+
+    async def save_levels(self, levels: Any) -> None:
+        if any(level.warehouse_id == self._warehouse for level, _version in levels):
+            raise ConcurrentChange("a level changed under this transaction")
+        await super().save_levels(levels)
+
+
+async def test_an_instance_meeting_a_concurrent_change_holds_back_only_its_own_events(
+    world: World,
+) -> None:
+    from dataclasses import replace
+
+    from stockgraph.domain.ids import WarehouseId
+
+    other_id = WarehouseId(
+        await world.scalar("SELECT id FROM warehouses WHERE connector_id = 'acme-wh-01'")
+    )
+    other = replace(
+        world.instance,
+        connector_id="acme-wh-01",
+        warehouse_id=other_id,
+        warehouse_code="WH-01",
+        mapping=replace(world.instance.mapping, default_location="WH-01"),
+    )
+    instances = {"acme-wh-00": world.instance, "acme-wh-01": other}
+    engine = world.runtime.engine
+    service = IngestionService(
+        instances=instances.get,
+        inbox=SqlInbox(engine=engine),
+        unit_of_work=lambda: _ConflictingFor(engine=engine, warehouse=world.instance.warehouse_id),
+    )
+    for connector_id, qty in (("acme-wh-00", 70), ("acme-wh-01", 71)):
+        body = orjson.dumps(
+            {"id": f"{connector_id}-e", "seq": 500, "levels": [{"sku": "W3", "qty": qty}]}
+        )
+        await service.receive(
+            connector_id,
+            event_id=f"{connector_id}-e",
+            body=body,
+            signature=sign(body, SECRET, timestamp=int(time.time())),
+        )
+    report = await service.apply_pending()
+    assert report.entries == 1 and report.applied == 1
+    statuses = dict(await world.rows("SELECT connector_id, status FROM inbox_events"))
+    assert statuses == {"acme-wh-00": "PENDING", "acme-wh-01": "APPLIED"}
+    on_hand = await world.scalar(
+        "SELECT on_hand FROM stock_levels WHERE sku = 'SKU-00003'"
+        f" AND warehouse_id = {int(other_id)}"
+    )
+    assert on_hand == 71
