@@ -3,7 +3,9 @@ writes.
 
 ``SqlUnitOfWork`` is an async context manager: it opens a transaction, hands out the
 operations a write needs, and rolls everything back unless :meth:`commit` was called.
-Rows are locked for update on PostgreSQL; SQLite serialises writers by itself.
+Rows are locked for update on PostgreSQL; on SQLite, whose database has one write lock,
+the process's writers take turns on its :class:`~stockgraph.persistence.database.WriteGate`
+from their first write, and receipts waiting for it commit with them.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 A webhook is verified (signature over the raw body, timestamp tolerance, rotated secrets),
 kept in the inbox — deduplicated by its event id — and acknowledged; the inbox is then
-applied in the background, a round of received bodies per transaction. Applying maps every
-level to our SKU, warehouse and base units (:mod:`stockgraph.domain.mapping`) and writes it to the
-projection only when it is newer than what is held, by the WMS's own sequence: an event
+applied in the background, a round of received bodies per transaction. Applying maps
+every level to our SKU, warehouse and base units (:mod:`stockgraph.domain.mapping`) and
+writes it to the projection only when it is newer than what is held, by the WMS's own
+sequence: an event
 older than the state we hold never overwrites it, so duplicates and reordering converge.
 Every applied change writes a ledger movement and an audit event in the same transaction;
 anything that cannot be read or mapped becomes a sync exception holding the raw payload and
@@ -18,13 +19,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from enum import Enum
 
 from stockgraph.connectors.base import WmsEvent
 from stockgraph.connectors.errors import ConnectorError, MalformedPayload
 from stockgraph.connectors.signing import verify
-from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.model import MovementCause
 from stockgraph.services.ports import Inbox, InboxEntry, ProjectionChanged, UnitOfWork
 from stockgraph.services.wms_reports import (
@@ -33,6 +33,7 @@ from stockgraph.services.wms_reports import (
     ConnectorInstance,
     SyncProgress,
     apply_reports,
+    together_or_alone,
 )
 
 __all__ = [
@@ -96,6 +97,15 @@ class IngestionService:
             found = self._locks[connector_id] = asyncio.Lock()
         return found
 
+    @contextlib.asynccontextmanager
+    async def locks(self, connector_ids: Iterable[str]) -> AsyncIterator[None]:
+        """Every instance's :meth:`lock`, always taken in the same order, so that two
+        appliers of several instances never wait on each other crosswise."""
+        async with contextlib.AsyncExitStack() as held:
+            for connector_id in sorted(set(connector_ids)):
+                await held.enter_async_context(self.lock(connector_id))
+            yield
+
     def instance(self, connector_id: str) -> ConnectorInstance:
         found = self._instances(connector_id)
         if found is None:
@@ -138,41 +148,28 @@ class IngestionService:
         groups: dict[str, list[InboxEntry]] = {}
         for entry in await self._inbox.pending(limit):
             groups.setdefault(entry.connector_id, []).append(entry)
-        if not groups:
-            return ApplyReport()
-        try:
-            report = await self._apply_round(groups)
-        except ConcurrentChange as exc:
-            if len(groups) == 1:
-                log.info("%s; the round's events stay in the inbox for the next round", exc)
-                return ApplyReport()
-            log.info("%s; applying the round one instance at a time", exc)
-            report = ApplyReport()
-            for connector_id, entries in groups.items():
-                try:
-                    report.add(await self._apply_round({connector_id: entries}))
-                except ConcurrentChange as again:
-                    log.info("%s: %s; its events stay in the inbox", connector_id, again)
+        report = await together_or_alone(
+            list(groups.items()), self._apply_round, lambda group: group[0]
+        )
         for tenant, skus in report.touched.items():
             self._on_change(tenant, skus)
         return report
 
-    async def _apply_round(self, groups: dict[str, list[InboxEntry]]) -> ApplyReport:
+    async def _apply_round(self, groups: Sequence[tuple[str, list[InboxEntry]]]) -> ApplyReport:
         report = ApplyReport()
-        async with contextlib.AsyncExitStack() as held:
-            for connector_id in sorted(groups):
-                await held.enter_async_context(self.lock(connector_id))
-            await self._apply_entries(groups, report)
-        report.entries = sum(len(entries) for entries in groups.values())
+        if groups:
+            async with self.locks(connector_id for connector_id, _ in groups):
+                await self._apply_entries(groups, report)
+            report.entries = sum(len(entries) for _, entries in groups)
         return report
 
     async def _apply_entries(
-        self, groups: dict[str, list[InboxEntry]], report: ApplyReport
+        self, groups: Sequence[tuple[str, list[InboxEntry]]], report: ApplyReport
     ) -> None:
         async with self._uow() as uow:
             batches: list[Batch] = []
             parsed: list[int] = []
-            for connector_id, entries in groups.items():
+            for connector_id, entries in groups:
                 instance = self._instances(connector_id)
                 if instance is None:
                     for entry in entries:

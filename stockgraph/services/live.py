@@ -14,7 +14,6 @@ levels as they were, marked stale: a live read never fails a query.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -27,7 +26,7 @@ from aiodataloader import DataLoader
 from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
 from stockgraph.connectors.errors import CircuitOpen, ConnectorError, RateLimited
 from stockgraph.connectors.runtime import deadline
-from stockgraph.domain.errors import ConcurrentChange, DomainError
+from stockgraph.domain.errors import DomainError
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import Unmappable
 from stockgraph.domain.model import LevelSource, MovementCause, StockLevel
@@ -39,6 +38,7 @@ from stockgraph.services.wms_reports import (
     ConnectorInstance,
     map_level,
     reported_level,
+    together_or_alone,
 )
 
 log = logging.getLogger("stockgraph.live")
@@ -282,17 +282,9 @@ class LiveReads:
         """Write every instance's answer back in one transaction (each instance's alone if
         that one meets a concurrent change), through the ingestion path."""
         try:
-            try:
-                report = await self._apply(snapshots)
-            except ConcurrentChange:
-                report = ApplyReport()
-                for batch in snapshots:
-                    try:
-                        one = await self._apply([batch])
-                    except ConcurrentChange as exc:
-                        log.info("live answer of %s not kept: %s", batch[0].connector_id, exc)
-                        continue
-                    report.add(one)
+            report = await together_or_alone(
+                snapshots, self._apply, lambda batch: batch[0].connector_id
+            )
             touched = report.touched.get(tenant_id, set())
             if touched:
                 self._on_change(tenant_id, touched)
@@ -301,16 +293,12 @@ class LiveReads:
 
     async def _apply(self, batches: Sequence[Batch]) -> ApplyReport:
         report = ApplyReport()
-        async with contextlib.AsyncExitStack() as held:
-            # Every instance's lock, always in the same order, so two readers never wait
-            # on each other crosswise.
-            for connector_id in sorted({instance.connector_id for instance, _ in batches}):
-                await held.enter_async_context(self._ingestion.lock(connector_id))
-            async with self._uow() as uow:
-                await self._ingestion.apply_batches(
-                    uow, batches, cause=MovementCause.POLL, report=report
-                )
-                await uow.commit()
+        connector_ids = [instance.connector_id for instance, _ in batches]
+        async with self._ingestion.locks(connector_ids), self._uow() as uow:
+            await self._ingestion.apply_batches(
+                uow, batches, cause=MovementCause.POLL, report=report
+            )
+            await uow.commit()
         return report
 
 

@@ -14,16 +14,18 @@ two dozen instances is one transaction of a handful of statements, not two dozen
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import orjson
 
 from stockgraph.connectors.base import Connector, EventKind, WmsEvent, WmsLevel
 from stockgraph.connectors.metrics import RuntimeStats
-from stockgraph.domain.errors import DomainError
+from stockgraph.domain.errors import ConcurrentChange, DomainError
 from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping, MappedLevel, Unmappable
 from stockgraph.domain.model import (
@@ -88,6 +90,35 @@ class ApplyReport:
 
 Batch = tuple[ConnectorInstance, Sequence[WmsEvent]]
 """One instance and events it reported."""
+
+log = logging.getLogger("stockgraph.ingestion")
+
+_Part = TypeVar("_Part")
+
+
+async def together_or_alone(
+    parts: Sequence[_Part],
+    apply: Callable[[Sequence[_Part]], Awaitable[ApplyReport]],
+    name: Callable[[_Part], str],
+) -> ApplyReport:
+    """``apply`` to every part in one transaction; should that meet another writer's change
+    (:class:`~stockgraph.domain.errors.ConcurrentChange`), to each part in one of its own, so
+    that only a part meeting the change again is left for a later pass."""
+    try:
+        return await apply(parts)
+    except ConcurrentChange as exc:
+        if len(parts) == 1:
+            log.info("%s: %s; left for a later pass", name(parts[0]), exc)
+            return ApplyReport()
+        log.info("%s; applying one instance at a time", exc)
+    report = ApplyReport()
+    for part in parts:
+        try:
+            report.add(await apply([part]))
+        except ConcurrentChange as again:
+            log.info("%s: %s; left for a later pass", name(part), again)
+    return report
+
 
 _CAUSE_REASON = {
     EventKind.RECEIPT: "RECEIVED",

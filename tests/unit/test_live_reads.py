@@ -58,7 +58,7 @@ class FakeIngestion:
     most_running: int = 0
 
     @contextlib.asynccontextmanager
-    async def lock(self, _connector_id: str) -> AsyncIterator[None]:
+    async def locks(self, _connector_ids: Any) -> AsyncIterator[None]:
         yield
 
     async def apply_batches(self, _uow: Any, batches: Sequence[Batch], **_: Any) -> None:
