@@ -80,7 +80,7 @@ async def test_a_receipt_waits_for_a_writing_unit_of_work_and_commits_with_it(
         assert writes.order == []
         assert not receipt.done()
         await uow.commit()
-    assert await receipt is True
+    assert await asyncio.wait_for(receipt, 5) is True
     assert writes.order == ["receipt", "commit"]  # one transaction for both
     assert await world.scalar("SELECT status FROM inbox_events WHERE event_id = 'e'") == "PENDING"
 
@@ -89,6 +89,7 @@ async def test_receipts_that_rode_with_a_failed_commit_are_kept_by_the_inbox_its
     world: World,
 ) -> None:
     engine = world.runtime.engine
+    writes = _Writes(engine)
     inbox = SqlInbox(engine=engine)
     uow = SqlUnitOfWork(engine=engine)
     async with uow:
@@ -99,7 +100,9 @@ async def test_receipts_that_rode_with_a_failed_commit_are_kept_by_the_inbox_its
         uow._tx = _FailingCommit(uow._tx)  # type: ignore[assignment]
         with pytest.raises(RuntimeError, match="disk gone"):
             await uow.commit()
-    assert await receipt is True
+    assert await asyncio.wait_for(receipt, 5) is True
+    # It rode (inserted in the failed transaction), then was kept by the inbox's own commit.
+    assert writes.order == ["receipt", "rollback", "receipt", "commit"]
     assert await world.scalar("SELECT count(*) FROM inbox_events WHERE event_id = 'e'") == 1
 
 
@@ -107,17 +110,29 @@ async def test_a_refused_receipt_fails_alone_and_the_unit_of_work_it_rode_with_c
     world: World,
 ) -> None:
     engine = world.runtime.engine
+    writes = _Writes(engine)
     inbox = SqlInbox(engine=engine)
     async with SqlUnitOfWork(engine=engine) as uow:
-        await uow.add_audits([])  # nothing to write, but the turn is taken
         await uow.finish_inbox([0], status="APPLIED")
         good = _receive(inbox, "good")
         refused = _receive(inbox, "refused", tenant="no-such-tenant")
         await _let_run()
         await uow.commit()
-    assert await good is True
+    assert await asyncio.wait_for(good, 5) is True
     with pytest.raises(IntegrityError):
-        await refused
+        await asyncio.wait_for(refused, 5)
+    # Both rode and were refused together, the unit of work committed all the same, and the
+    # inbox's own flush settled them: the batch refused, then one row at a time.
+    assert writes.order == [
+        "receipt",
+        "commit",
+        "receipt",
+        "rollback",
+        "receipt",
+        "commit",
+        "receipt",
+        "rollback",
+    ]
     assert await world.scalar("SELECT count(*) FROM inbox_events WHERE event_id = 'good'") == 1
 
 
