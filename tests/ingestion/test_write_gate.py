@@ -60,6 +60,16 @@ def _receive(inbox: SqlInbox, event_id: str, tenant: str = "acme") -> asyncio.Ta
     )
 
 
+def _watched(world: World) -> tuple[AsyncEngine, _Writes, SqlInbox]:
+    engine = world.runtime.engine
+    return engine, _Writes(engine), SqlInbox(engine=engine)
+
+
+async def _take_the_write_turn(uow: SqlUnitOfWork) -> None:
+    """A write: from here on the unit of work holds the gate and SQLite's write lock."""
+    await uow.finish_inbox([0], status="APPLIED")
+
+
 async def _let_run() -> None:
     for _ in range(20):  # room for other tasks to get as far as they can
         await asyncio.sleep(0.005)
@@ -68,12 +78,9 @@ async def _let_run() -> None:
 async def test_a_receipt_waits_for_a_writing_unit_of_work_and_commits_with_it(
     world: World,
 ) -> None:
-    engine = world.runtime.engine
-    writes = _Writes(engine)
-    inbox = SqlInbox(engine=engine)
+    engine, writes, inbox = _watched(world)
     async with SqlUnitOfWork(engine=engine) as uow:
-        # A write: from here on this transaction holds SQLite's write lock.
-        await uow.finish_inbox([0], status="APPLIED")
+        await _take_the_write_turn(uow)
         receipt = _receive(inbox, "e")
         await _let_run()
         # Without the gate, the receipt's INSERT would now be waiting inside SQLite.
@@ -88,12 +95,10 @@ async def test_a_receipt_waits_for_a_writing_unit_of_work_and_commits_with_it(
 async def test_receipts_that_rode_with_a_failed_commit_are_kept_by_the_inbox_itself(
     world: World,
 ) -> None:
-    engine = world.runtime.engine
-    writes = _Writes(engine)
-    inbox = SqlInbox(engine=engine)
+    engine, writes, inbox = _watched(world)
     uow = SqlUnitOfWork(engine=engine)
     async with uow:
-        await uow.finish_inbox([0], status="APPLIED")
+        await _take_the_write_turn(uow)
         receipt = _receive(inbox, "e")
         await _let_run()
         # The unit of work commits, but its database commit fails after the receipt rode.
@@ -109,11 +114,9 @@ async def test_receipts_that_rode_with_a_failed_commit_are_kept_by_the_inbox_its
 async def test_a_refused_receipt_fails_alone_and_the_unit_of_work_it_rode_with_commits(
     world: World,
 ) -> None:
-    engine = world.runtime.engine
-    writes = _Writes(engine)
-    inbox = SqlInbox(engine=engine)
+    engine, writes, inbox = _watched(world)
     async with SqlUnitOfWork(engine=engine) as uow:
-        await uow.finish_inbox([0], status="APPLIED")
+        await _take_the_write_turn(uow)
         good = _receive(inbox, "good")
         refused = _receive(inbox, "refused", tenant="no-such-tenant")
         await _let_run()
