@@ -8,7 +8,10 @@ SQLite file holding the demo catalogue) and a fleet of its own (``stockgraph sim
    every instance live; the query is sent ``--queries`` times one after another, then as
    many times from ``--concurrency`` (4) clients at once. Reported: latency p50/p99,
    upstream calls per query (the simulators' own ``served`` counters, before and after) and
-   whether each answer holds 50 x 24 levels, all ``source: LIVE``.
+   whether each answer holds 50 x 24 levels, all ``source: LIVE``. Then the fleet alone
+   (``fleet_probe.py``): the same SKUs asked of every instance at once through Stockgraph's
+   connectors and nothing else, as often, on Stockgraph's CPU: the floor on this machine,
+   which the fan-out's p50 is reported against.
 2. Ingestion. 8 rest instances, quiet. A load generator on its own core POSTs signed
    rest-dialect webhooks (distinct event ids, rising sequences, absolute on-hand counts of
    SKUs the instance knows) at ``--rate`` per second for ``--duration`` seconds. Reported:
@@ -573,7 +576,14 @@ def run_fanout(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             phases.append(phase)
             time.sleep(args.settle)
         live_failures = stack.log_lines(r"live read from .* failed")
+        log(f"[fan-out] the fleet alone, {args.queries} rounds through the connectors …")
+        floor = fleet_alone(stack, args.queries)
+        log(
+            f"[fan-out]   first answer read at {floor['first_p50_ms']:.1f} ms, "
+            f"the last at {floor['last_p50_ms']:.1f} ms (p50)"
+        )
         return {
+            "fleet_alone": floor,
             "instances": {d: sum(m.dialect == d for m in stack.members) for d in DIALECTS},
             "latency_ms": FANOUT_LATENCY_MS,
             "skus": len(FANOUT_SKUS),
@@ -585,6 +595,41 @@ def run_fanout(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         }
     finally:
         stack.stop()
+
+
+def fleet_alone(stack: Stack, rounds: int) -> dict[str, Any]:
+    """The fan-out's floor on this machine: the fleet asked about the same SKUs through
+    Stockgraph's connectors alone, on Stockgraph's CPU (``fleet_probe.py``), while the
+    server is idle."""
+    probe = Path(__file__).with_name("fleet_probe.py")
+    command = [
+        stack.python,
+        str(probe),
+        str(stack.workdir / "topology.toml"),
+        "--skus",
+        ",".join(FANOUT_SKUS),
+        "--queries",
+        str(rounds),
+    ]
+    done = subprocess.run(
+        pinned(command, stack.server_cpus),
+        capture_output=True,
+        text=True,
+        env=stack.env,
+        cwd=stack.workdir,
+        timeout=120 + rounds * 5,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchmarkError(f"fleet_probe.py failed:\n{done.stderr[-2000:]}")
+    measured = json.loads(done.stdout.strip().splitlines()[-1])["rounds"]
+    return {
+        "rounds": len(measured),
+        "first_p50_ms": percentile([r["first_ms"] for r in measured], 50),
+        "last_p50_ms": percentile([r["last_ms"] for r in measured], 50),
+        "last_p99_ms": percentile([r["last_ms"] for r in measured], 99),
+        "cpu_ms_per_round": statistics.median(r["cpu_ms"] for r in measured),
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -1108,6 +1153,18 @@ def markdown(
         for line in fanout["live_read_failures_sample"][:3]:
             out.append(f"  - `{line.strip()[:160]}`")
         seq = fanout["phases"][0]
+        floor = fanout.get("fleet_alone")
+        if floor is not None:
+            out += [
+                "",
+                f"The fleet alone ({floor['rounds']} rounds, `fleet_probe.py`: the same SKUs "
+                "asked of every instance at once through Stockgraph's connectors, on "
+                "Stockgraph's CPU, with nothing else done): first answer read at "
+                f"{floor['first_p50_ms']:.1f} ms, the last at {floor['last_p50_ms']:.1f} ms "
+                f"(p50; p99 {floor['last_p99_ms']:.1f} ms), {floor['cpu_ms_per_round']:.0f} ms "
+                "of CPU a round. No Stockgraph can answer before its last instance has: "
+                f"Stockgraph adds {seq['p50_ms'] - floor['last_p50_ms']:.1f} ms to that (p50).",
+            ]
         out += [
             "",
             f"Targets: one upstream call per instance per query ({instances}): "
