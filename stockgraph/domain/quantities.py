@@ -31,6 +31,10 @@ QUANTITY_NAMES: tuple[str, ...] = (
 )
 """Every named quantity, in the order the ledger and the projection store them."""
 
+PHYSICAL_NAMES: tuple[str, ...] = ("on_hand", "damaged", "quality_control", "incoming")
+"""The quantities a WMS reports and owns (see :func:`with_physical`); the others are
+Stockgraph's own or follow from these."""
+
 PARTS_OF_ON_HAND: tuple[str, ...] = (
     "available",
     "committed",

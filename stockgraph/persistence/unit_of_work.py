@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.model import AuditEntry, StockLevel, StockMovement
-from stockgraph.domain.quantities import QUANTITY_NAMES, StockQuantities
+from stockgraph.domain.quantities import PHYSICAL_NAMES, QUANTITY_NAMES, StockQuantities
 from stockgraph.persistence.database import write_gate
 from stockgraph.persistence.event_log import sync_alert_row, take_outbox_turn
 from stockgraph.persistence.models import (
@@ -49,7 +49,7 @@ from stockgraph.persistence.stock_store import append_movements
 
 _levels = cast(Table, StockLevelRow.__table__)
 _TOUCH_CHUNK = 500
-"""(SKU, version) pairs per touch statement: two parameters each, well under SQLite's and
+"""Rows per touch or confirm statement: up to six parameters each, well under SQLite's and
 asyncpg's limits."""
 _audit = cast(Table, AuditEventRow.__table__)
 _inbox = cast(Table, InboxEventRow.__table__)
@@ -94,15 +94,22 @@ def _update_level() -> Update:
 
 
 @cache
-def _touch_levels() -> Update:
+def _touch_levels(as_held: bool) -> Update:
     """Levels of one warehouse brought up to one ``as_of`` and sequence, each row only if
-    it still has the version read: ``read`` lists (SKU, version) pairs."""
+    it is still as read: ``read`` lists (SKU, version) pairs, or with ``as_held`` (SKU,
+    sequence, physical quantities) tuples."""
+    if as_held:
+        read = tuple_(
+            _levels.c.sku, _levels.c.source_sequence, *(_levels.c[n] for n in PHYSICAL_NAMES)
+        )
+    else:
+        read = tuple_(_levels.c.sku, _levels.c.version)
     return (
         update(_levels)
         .where(
             (_levels.c.tenant_id == bindparam("b_tenant"))
             & (_levels.c.warehouse_id == bindparam("b_warehouse"))
-            & tuple_(_levels.c.sku, _levels.c.version).in_(bindparam("read", expanding=True))
+            & read.in_(bindparam("read", expanding=True))
         )
         .values(
             as_of=bindparam("as_of"),
@@ -298,17 +305,40 @@ class SqlUnitOfWork:
         One statement per warehouse and (``as_of``, sequence) — a WMS's answer brings all its
         levels to the same — rather than one per level: a live read touches a thousand.
         """
+        await self._bring_up_to_date(
+            _touch_levels(False), [(level, (level.sku, version)) for level, version in levels]
+        )
+
+    async def confirm_levels(self, levels: Sequence[tuple[StockLevel, StockLevel]]) -> None:
+        """Bring held levels (first of each pair) to the ``as_of`` and sequence of a WMS's
+        answer confirming their physical quantities (second), each only if its row still
+        holds the sequence and physical quantities of the level held, whatever was committed
+        or reserved since: no read first. A row that moved on fails the whole transaction.
+        """
+        read: list[tuple[StockLevel, tuple[Any, ...]]] = []
+        for held, now in levels:
+            if held.source_sequence is None:
+                raise ValueError(f"{held.sku}: a level never reported cannot be confirmed")
+            physical = (getattr(held.quantities, n) for n in PHYSICAL_NAMES)
+            read.append((now, (held.sku, held.source_sequence, *physical)))
+        await self._bring_up_to_date(_touch_levels(True), read)
+
+    async def _bring_up_to_date(
+        self, statement: Update, levels: Sequence[tuple[StockLevel, tuple[Any, ...]]]
+    ) -> None:
+        """``statement`` once per warehouse and (``as_of``, sequence) of the levels, for the
+        rows each level's tuple names (``read``); every row must be found."""
         if not levels:
             return
         await self._writing()
         now = datetime.now(UTC)
         groups: dict[tuple[TenantId, WarehouseId, datetime, int | None], list[Any]] = {}
-        for level, version in levels:
+        for level, row in levels:
             key = (level.tenant_id, level.warehouse_id, level.as_of, level.source_sequence)
-            groups.setdefault(key, []).append((level.sku, version))
-        for (tenant_id, warehouse_id, as_of, sequence), pairs in groups.items():
-            for start in range(0, len(pairs), _TOUCH_CHUNK):
-                read = pairs[start : start + _TOUCH_CHUNK]
+            groups.setdefault(key, []).append(row)
+        for (tenant_id, warehouse_id, as_of, sequence), rows in groups.items():
+            for start in range(0, len(rows), _TOUCH_CHUNK):
+                read = rows[start : start + _TOUCH_CHUNK]
                 params = {
                     "b_tenant": tenant_id,
                     "b_warehouse": warehouse_id,
@@ -317,7 +347,7 @@ class SqlUnitOfWork:
                     "source_sequence": sequence,
                     "updated_at": now,
                 }
-                result = await self._c.execute(_touch_levels(), params)
+                result = await self._c.execute(statement, params)
                 if result.rowcount not in (-1, len(read)):
                     raise ConcurrentChange("a level changed under this transaction")
 

@@ -30,9 +30,11 @@ from stockgraph.services.ports import Inbox, InboxEntry, ProjectionChanged, Unit
 from stockgraph.services.wms_reports import (
     ApplyReport,
     Batch,
+    Confirmation,
     ConnectorInstance,
     SyncProgress,
     apply_reports,
+    confirm_reports,
     together_or_alone,
 )
 
@@ -242,6 +244,14 @@ class IngestionService:
         instance's :meth:`lock`.
         """
         await apply_reports(uow, batches, cause=cause, report=report, progress=self.progress)
+
+    async def confirm_batches(
+        self, uow: UnitOfWork, confirmations: Sequence[Confirmation], *, report: ApplyReport
+    ) -> None:
+        """Bring levels that instances' answers confirm up to date inside ``uow`` (see
+        :func:`~stockgraph.services.wms_reports.confirm_reports`). The caller holds each
+        instance's :meth:`lock`."""
+        await confirm_reports(uow, confirmations, report=report, progress=self.progress)
 
     async def run(
         self, *, idle_seconds: float = 1.0, round_size: int = 50, max_round_size: int = 200

@@ -5,10 +5,12 @@ read from their WMS instances through a loader made per request: every SKU any f
 the request asks of one instance goes out in one batch (split only at the dialect's
 ``max_batch``), every instance is asked at once, and the answers are written back to the
 projection through the same path as any other WMS report (mapping, newer-sequence-wins,
-ledger), so the next reader benefits. The write-back follows the answer rather than
-preceding it: the caller has what the WMSs said as soon as they said it. An instance that
-cannot answer in time — its breaker open, its budget spent, its network slow — leaves its
-levels as they were, marked stale: a live read never fails a query.
+ledger) or, when all they do is confirm what is held, by bringing the rows held up to the
+answer's sequence and time; either way the next reader benefits. The write-back follows
+the answer rather than preceding it: the caller has what the WMSs said as soon as they said
+it. An instance that cannot answer in time — its breaker open, its budget spent, its
+network slow — leaves its levels as they were, marked stale: a live read never fails a
+query.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from aiodataloader import DataLoader
 from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
 from stockgraph.connectors.errors import CircuitOpen, ConnectorError, RateLimited
 from stockgraph.connectors.runtime import deadline
-from stockgraph.domain.errors import DomainError
+from stockgraph.domain.errors import ConcurrentChange, DomainError
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import Unmappable
 from stockgraph.domain.model import LevelSource, MovementCause, StockLevel
@@ -35,6 +37,8 @@ from stockgraph.services.ports import ProjectionChanged, UnitOfWork
 from stockgraph.services.wms_reports import (
     ApplyReport,
     Batch,
+    Confirmation,
+    Confirmed,
     ConnectorInstance,
     map_level,
     reported_level,
@@ -81,6 +85,12 @@ class LiveReads:
     rewrite the same rows each time for their ``as_of`` alone; between refreshes the held
     ``as_of`` may trail the last confirmation by up to that long, which only ever makes a
     level look older than it is (a later ``maxAge`` read asks the WMS again, never less).
+
+    An answer whose only news is that it confirms the levels held (the same physical
+    counts at a newer sequence, as every x12 reply carries, or a refreshed ``as_of``) is
+    written back without reading or mapping anything again: one statement per instance
+    bringing each row up to date if it still holds what the answer was laid over. A row
+    that moved on meanwhile sends that answer the whole ingestion way instead.
     """
 
     def __init__(
@@ -208,8 +218,8 @@ class LiveReads:
         if levels is None:
             return None
         snapshot = _snapshot(levels)
-        found, news = _answer(instance, snapshot, held, self._refresh)
-        return _Answered(instance, snapshot, found, news)
+        found, news, confirmed = _answer(instance, snapshot, held, self._refresh)
+        return _Answered(instance, snapshot, found, news, confirmed)
 
     async def _take(
         self, tenant_id: TenantId, outcomes: Sequence[_Answered | None]
@@ -218,16 +228,21 @@ class LiveReads:
         write-back."""
         found: dict[LiveKey, StockLevel] = {}
         snapshots: list[Batch] = []
+        confirmations: list[Confirmation] = []
         changing: set[Sku] = set()
         for outcome in outcomes:
             if outcome is None:
                 continue
             found.update(outcome.found)
-            if outcome.news:
+            if not outcome.news:
+                continue
+            if outcome.confirmed is None:
                 snapshots.append((outcome.instance, [outcome.snapshot]))
-                changing.update(sku for _w, sku in outcome.found)
-        if snapshots:
-            await self._write_behind(tenant_id, snapshots)
+            else:
+                confirmations.append((outcome.instance, outcome.snapshot, outcome.confirmed))
+            changing.update(sku for _w, sku in outcome.found)
+        if snapshots or confirmations:
+            await self._write_behind(tenant_id, snapshots, confirmations)
             # Answers cached from the projection no longer hold for the SKUs about to be
             # written; the write-back's commit drops them again, with whatever was computed
             # in between. An instance with nothing new leaves its SKUs' answers be.
@@ -244,10 +259,12 @@ class LiveReads:
         while self._pending:
             await asyncio.wait(list(self._pending))
 
-    async def _write_behind(self, tenant_id: TenantId, snapshots: list[Batch]) -> None:
+    async def _write_behind(
+        self, tenant_id: TenantId, snapshots: list[Batch], confirmations: list[Confirmation]
+    ) -> None:
         while len(self._pending) >= self._max_pending:
             await asyncio.wait(list(self._pending), return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(self._write_back(tenant_id, snapshots))
+        task = asyncio.create_task(self._write_back(tenant_id, snapshots, confirmations))
         self._pending[task] = tenant_id
         task.add_done_callback(lambda done: self._pending.pop(done, None))
 
@@ -278,18 +295,43 @@ class LiveReads:
         record(_use(instance, calls, served_from_cache=False, retry_after_ms=None))
         return [level for chunk in results for level in chunk]
 
-    async def _write_back(self, tenant_id: TenantId, snapshots: Sequence[Batch]) -> None:
-        """Write every instance's answer back in one transaction (each instance's alone if
-        that one meets a concurrent change), through the ingestion path."""
+    async def _write_back(
+        self,
+        tenant_id: TenantId,
+        snapshots: Sequence[Batch],
+        confirmations: Sequence[Confirmation],
+    ) -> None:
+        """Write the answers back: those that only confirm levels held in one transaction
+        that reads nothing; the others (and those, should a level have moved on meanwhile)
+        in one through the ingestion path, each instance's alone if that one meets a
+        concurrent change."""
         try:
-            report = await together_or_alone(
-                snapshots, self._apply, lambda batch: batch[0].connector_id
-            )
+            report = ApplyReport()
+            if confirmations:
+                try:
+                    report.add(await self._confirm(confirmations))
+                except ConcurrentChange as exc:
+                    log.info("%s; writing those answers back in full", exc)
+                    snapshots = [*snapshots, *((i, [answer]) for i, answer, _ in confirmations)]
+            if snapshots:
+                report.add(
+                    await together_or_alone(
+                        snapshots, self._apply, lambda batch: batch[0].connector_id
+                    )
+                )
             touched = report.touched.get(tenant_id, set())
             if touched:
                 self._on_change(tenant_id, touched)
         except Exception:
             log.exception("writing a live answer back failed")
+
+    async def _confirm(self, confirmations: Sequence[Confirmation]) -> ApplyReport:
+        report = ApplyReport()
+        connector_ids = [instance.connector_id for instance, _, _ in confirmations]
+        async with self._ingestion.locks(connector_ids), self._uow() as uow:
+            await self._ingestion.confirm_batches(uow, confirmations, report=report)
+            await uow.commit()
+        return report
 
     async def _apply(self, batches: Sequence[Batch]) -> ApplyReport:
         report = ApplyReport()
@@ -308,6 +350,8 @@ class _Answered:
     snapshot: WmsEvent
     found: dict[LiveKey, StockLevel]
     news: bool
+    confirmed: list[Confirmed] | None
+    """When all the answer has for the projection is held levels confirmed: those."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,9 +405,10 @@ def _answer(
     snapshot: WmsEvent,
     held: dict[Sku, StockLevel],
     refresh: timedelta,
-) -> tuple[dict[LiveKey, StockLevel], bool]:
-    """The held levels of one instance as its answer makes them, all ``source`` LIVE, and
-    whether the answer has anything for the projection.
+) -> tuple[dict[LiveKey, StockLevel], bool, list[Confirmed] | None]:
+    """The held levels of one instance as its answer makes them, all ``source`` LIVE;
+    whether the answer has anything for the projection; and, when all it has is held
+    levels confirmed (same physical quantities, a newer sequence or ``as_of``), those.
 
     A level it did not report, or reported older than held, is answered as held (its
     answer covered them all the same). What cannot be mapped, a level not held, changed
@@ -373,35 +418,42 @@ def _answer(
     live = LevelSource.LIVE
     now = dict(held)
     occurred = snapshot.occurred_at
-    news = False
+    changed = False
     for raw in snapshot.levels:
         ours = map_level(instance, raw)
         if isinstance(ours, Unmappable) or ours.sku not in now:
-            news = True
+            changed = True
             continue
         sequence = raw.sequence if raw.sequence is not None else snapshot.sequence
-        current = now[ours.sku]
         try:
             made = reported_level(
-                current, instance, ours, sequence, occurred=occurred, snapshot=True, source=live
+                now[ours.sku],
+                instance,
+                ours,
+                sequence,
+                occurred=occurred,
+                snapshot=True,
+                source=live,
             )
         except DomainError:
-            news = True
+            changed = True
             continue
-        if made is None:
+        if made is not None:
+            now[ours.sku] = made[0]
+    confirmed: list[Confirmed] = []
+    for sku, level in now.items():
+        before = held[sku]
+        if level is before:
             continue
-        level = made[0]
-        news = news or (
-            level.quantities != current.quantities
-            or level.source_sequence != current.source_sequence
-            or occurred - current.as_of >= refresh
-        )
-        now[ours.sku] = level
+        if level.quantities != before.quantities or before.source_sequence is None:
+            changed = True
+        elif level.source_sequence != before.source_sequence or occurred - before.as_of >= refresh:
+            confirmed.append((before, level))
     answered = {
         (instance.warehouse_id, sku): level if level.source is live else replace(level, source=live)
         for sku, level in now.items()
     }
-    return answered, news
+    return answered, changed or bool(confirmed), None if changed else confirmed
 
 
 def _key(level: StockLevel) -> LiveKey:

@@ -91,6 +91,13 @@ class ApplyReport:
 Batch = tuple[ConnectorInstance, Sequence[WmsEvent]]
 """One instance and events it reported."""
 
+Confirmed = tuple[StockLevel, StockLevel]
+"""A level held, and the same level as a WMS's answer confirms it: the same physical
+quantities at a newer sequence or ``as_of``."""
+
+Confirmation = tuple[ConnectorInstance, WmsEvent, Sequence[Confirmed]]
+"""One instance, an answer it gave, and the held levels that answer confirms."""
+
 log = logging.getLogger("stockgraph.ingestion")
 
 _Part = TypeVar("_Part")
@@ -230,6 +237,31 @@ async def apply_reports(
     await uow.touch_levels(list(touches.values()))
     await uow.add_movements(movements)
     await uow.add_audits(audits)
+
+
+async def confirm_reports(
+    uow: UnitOfWork,
+    confirmations: Sequence[Confirmation],
+    *,
+    report: ApplyReport,
+    progress: dict[str, SyncProgress],
+) -> None:
+    """Bring the levels instances' answers confirm up to date inside ``uow``: their
+    ``as_of`` and sequence, each row only if it still holds what the answer was laid over
+    (:meth:`~stockgraph.services.ports.UnitOfWork.confirm_levels`, which raises
+    ``ConcurrentChange`` otherwise). No read, no mapping and no ledger row: nothing moved.
+    """
+    levels: list[Confirmed] = []
+    for instance, answer, confirmed in confirmations:
+        levels += confirmed
+        report.unchanged += len(confirmed)
+        report.touched.setdefault(instance.tenant_id, set()).update(
+            level.sku for _held, level in confirmed
+        )
+        _progressed(
+            progress, instance.connector_id, answer.occurred_at.astimezone(UTC), lagging=False
+        )
+    await uow.confirm_levels(levels)
 
 
 async def _plan(

@@ -347,6 +347,29 @@ async def test_max_age_reads_the_wms_live_in_one_call_and_writes_it_back(wired: 
     assert {k: v for k, v in projection.items() if k != SKUS[CASE_SKU]} == without_case
 
 
+async def test_a_live_answer_confirming_what_is_held_outranks_events_still_on_their_way(
+    wired: Wired,
+) -> None:
+    """A live answer with the physical counts held, at a newer sequence, moves nothing but
+    the level's sequence: an event from before it, arriving after, does not take the level
+    back to what that event said."""
+    await wired.runtime.sync.full_sync(wired.instance)
+    sku = "W-0005"
+    held = (await wired.projection())[SKUS[sku]]
+    await wired.wms.adjust(sku, "MAIN", -2)  # an event, not delivered yet
+    wired.wms.drift(sku, "MAIN", 2)  # and back, without one
+    body = await _graphql(
+        wired,
+        f'{{ inventoryLevels(skus: ["{SKUS[sku]}"], maxAge: 0)'
+        " { onHand source warehouse { code } } }",
+    )
+    [live] = [lv for lv in body["data"]["inventoryLevels"] if lv["warehouse"]["code"] == "WH-00"]
+    assert (live["onHand"], live["source"]) == (held, "LIVE")
+    await wired.runtime.live.settle()
+    await wired.deliver()
+    assert (await wired.projection())[SKUS[sku]] == held == wired.truth()[SKUS[sku]]
+
+
 async def test_max_age_zero_named_by_aliases_is_still_one_call(wired: Wired) -> None:
     """The WMS is asked before the projection is read: aliases are resolved first, and a
     SKU named by its alias is not asked for a second time."""

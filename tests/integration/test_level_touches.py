@@ -138,3 +138,61 @@ async def test_levels_read_for_update_are_the_pairs_asked_and_only_those_are_loc
                 ),
                 {"w": site.warehouse_id, "s": second},
             )
+
+
+async def test_levels_confirmed_as_held_are_brought_up_to_date_without_a_read(
+    engine: AsyncEngine,
+) -> None:
+    site = await _seed(engine)
+    held = await _held(engine, site)
+    # An order committed two of the first since it was read: Stockgraph's own quantity,
+    # which a WMS confirming its physical counts leaves as it is.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE stock_levels SET committed = 2, available = available - 2"
+                " WHERE warehouse_id = :w AND sku = :s"
+            ),
+            {"w": site.warehouse_id, "s": site.skus[0]},
+        )
+    confirmed = [
+        (held[sku][0], replace(held[sku][0], as_of=LATER, source_sequence=7)) for sku in site.skus
+    ]
+    async with SqlUnitOfWork(engine=engine) as uow:
+        with counted_statements(engine) as statements:
+            await uow.confirm_levels(confirmed)
+        await uow.commit()
+    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("UPDATE")
+    after = await _held(engine, site)
+    for sku in site.skus:
+        level, version = after[sku]
+        assert (level.as_of, level.source_sequence) == (LATER, 7)
+        assert version == held[sku][1] + 1
+    assert after[site.skus[0]][0].quantities.committed == 2
+    assert after[site.skus[1]][0].quantities == held[site.skus[1]][0].quantities
+
+
+@pytest.mark.parametrize("moved", ["physical count", "sequence"])
+async def test_a_confirmation_of_a_row_that_moved_on_fails_the_whole_transaction(
+    engine: AsyncEngine, moved: str
+) -> None:
+    site = await _seed(engine)
+    held = await _held(engine, site)
+    level, version = held[site.skus[1]]
+    if moved == "physical count":
+        changed = replace(level, quantities=StockQuantities(on_hand=8, available=8))
+    else:
+        changed = replace(level, source_sequence=2)
+    async with SqlUnitOfWork(engine=engine) as uow:
+        await uow.save_levels([(changed, version)])
+        await uow.commit()
+    confirmed = [
+        (held[sku][0], replace(held[sku][0], as_of=LATER, source_sequence=7)) for sku in site.skus
+    ]
+    with pytest.raises(ConcurrentChange):
+        async with SqlUnitOfWork(engine=engine) as uow:
+            await uow.confirm_levels(confirmed)
+            await uow.commit()
+    after = await _held(engine, site)
+    assert after[site.skus[0]] == held[site.skus[0]]  # rolled back with the rest
+    assert after[site.skus[1]][0] == changed

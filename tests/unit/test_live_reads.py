@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 
 from stockgraph.connectors.base import WmsLevel
+from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.ids import Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import LevelSource, StockLevel
 from stockgraph.domain.quantities import StockQuantities
 from stockgraph.services.live import LiveReads
-from stockgraph.services.wms_reports import Batch, ConnectorInstance
+from stockgraph.services.wms_reports import Batch, Confirmation, ConnectorInstance
 
 TENANT = TenantId("acme")
 WAREHOUSE = WarehouseId("wh-1")
@@ -54,6 +55,9 @@ class FakeIngestion:
 
     release: asyncio.Event = field(default_factory=asyncio.Event)
     applied: list[Sequence[Batch]] = field(default_factory=list)
+    confirmed: list[Sequence[Confirmation]] = field(default_factory=list)
+    confirm_meets: ConcurrentChange | None = None
+    """Raised by every confirmation, as when a level moved on since it was read."""
     running: int = 0
     most_running: int = 0
 
@@ -69,6 +73,14 @@ class FakeIngestion:
             self.applied.append(batches)
         finally:
             self.running -= 1
+
+    async def confirm_batches(
+        self, _uow: Any, confirmations: Sequence[Confirmation], **_: Any
+    ) -> None:
+        await self.release.wait()
+        if self.confirm_meets is not None:
+            raise self.confirm_meets
+        self.confirmed.append(confirmations)
 
 
 class FakeUnitOfWork:
@@ -233,17 +245,39 @@ async def test_an_answer_with_nothing_new_is_not_written_back() -> None:
     ("reported", "why"),
     [
         (wms_level("W-A", 5, sequence=5), "changed quantities"),
-        (wms_level("W-A", 4, sequence=6), "a newer sequence"),
+        (wms_level("W-A", 5, sequence=6), "changed quantities at a newer sequence"),
         (wms_level("W-Z", 4, sequence=6), "a code that maps to nothing, to be recorded"),
     ],
 )
-async def test_an_answer_with_news_is_written_back(reported: WmsLevel, why: str) -> None:
+async def test_an_answer_with_news_is_written_back_in_full(reported: WmsLevel, why: str) -> None:
     ingestion = FakeIngestion()
     ingestion.release.set()
     live = reads(FakeConnector({"W-A": reported, "W-Z": reported}), ingestion)
     await live.read(TENANT, [recent("SKU-A", 4, sequence=5)])
     await live.settle()
-    assert len(ingestion.applied) == 1, why
+    assert (len(ingestion.applied), ingestion.confirmed) == (1, []), why
+
+
+async def test_an_answer_confirming_levels_at_a_newer_sequence_is_written_back_as_such() -> None:
+    """Same physical counts, newer sequence (an x12 reply, say): the levels held are
+    confirmed, with nothing read or mapped again; the answer is not applied in full."""
+    ingestion = FakeIngestion()
+    ingestion.release.set()
+    live = reads(
+        FakeConnector({"W-A": wms_level("W-A", 4, sequence=6), "W-B": wms_level("W-B", 2, 5)}),
+        ingestion,
+    )
+    a = recent("SKU-A", 4, sequence=5)
+    b = recent("SKU-B", 2, sequence=5)  # confirmed at its sequence, recently: nothing new
+    found = await live.read(TENANT, [a, b])
+    await live.settle()
+    assert ingestion.applied == []
+    [[(instance, _answer, confirmed)]] = ingestion.confirmed
+    assert instance.warehouse_id == WAREHOUSE
+    [(before, now)] = confirmed
+    assert before == a
+    assert now == found[(WAREHOUSE, Sku("SKU-A"))]
+    assert (now.source_sequence, now.quantities) == (6, a.quantities)
 
 
 async def test_a_confirmation_of_a_level_held_for_a_second_or_more_is_written_back() -> None:
@@ -252,9 +286,22 @@ async def test_a_confirmation_of_a_level_held_for_a_second_or_more_is_written_ba
     live = reads(
         FakeConnector({"W-A": wms_level("W-A", 4, sequence=5)}), ingestion, refresh_seconds=0.05
     )
-    await live.read(TENANT, [recent("SKU-A", 4, sequence=5)])  # held 100 ms ago
+    a = recent("SKU-A", 4, sequence=5)  # held 100 ms ago
+    await live.read(TENANT, [a])
     await live.settle()
-    assert len(ingestion.applied) == 1
+    [[(_instance, _answer, [(before, now)])]] = ingestion.confirmed
+    assert before == a and now.as_of > a.as_of and now.source_sequence == 5
+
+
+async def test_a_confirmation_meeting_a_level_that_moved_on_is_written_back_in_full() -> None:
+    ingestion = FakeIngestion(confirm_meets=ConcurrentChange("a level changed"))
+    ingestion.release.set()
+    live = reads(FakeConnector({"W-A": wms_level("W-A", 4, sequence=6)}), ingestion)
+    await live.read(TENANT, [recent("SKU-A", 4, sequence=5)])
+    await live.settle()
+    [[(instance, [answer])]] = ingestion.applied
+    assert instance.warehouse_id == WAREHOUSE
+    assert [(level.wms_sku, level.sequence) for level in answer.levels] == [("W-A", 6)]
 
 
 async def test_asked_early_the_call_runs_while_the_projection_is_read() -> None:
