@@ -94,23 +94,25 @@ def _update_level() -> Update:
 
 
 @cache
-def _touch_levels(as_held: bool) -> Update:
+def _touch_levels(confirmed: bool) -> Update:
     """Levels of one warehouse brought up to one ``as_of`` and sequence, each row only if
-    it is still as read: ``read`` lists (SKU, version) pairs, or with ``as_held`` (SKU,
-    sequence, physical quantities) tuples."""
-    if as_held:
-        read = tuple_(
-            _levels.c.sku, _levels.c.source_sequence, *(_levels.c[n] for n in PHYSICAL_NAMES)
-        )
+    it is as read: ``read`` lists (SKU, version) pairs; or, ``confirmed``, only if it holds
+    the physical counts given at that sequence or an older one: ``read`` lists (SKU,
+    physical counts) tuples."""
+    if confirmed:
+        read = tuple_(_levels.c.sku, *(_levels.c[n] for n in PHYSICAL_NAMES))
     else:
         read = tuple_(_levels.c.sku, _levels.c.version)
+    where = [
+        _levels.c.tenant_id == bindparam("b_tenant"),
+        _levels.c.warehouse_id == bindparam("b_warehouse"),
+        read.in_(bindparam("read", expanding=True)),
+    ]
+    if confirmed:
+        where.append(_levels.c.source_sequence <= bindparam("source_sequence"))
     return (
         update(_levels)
-        .where(
-            (_levels.c.tenant_id == bindparam("b_tenant"))
-            & (_levels.c.warehouse_id == bindparam("b_warehouse"))
-            & read.in_(bindparam("read", expanding=True))
-        )
+        .where(*where)
         .values(
             as_of=bindparam("as_of"),
             source_sequence=bindparam("source_sequence"),
@@ -309,19 +311,19 @@ class SqlUnitOfWork:
             _touch_levels(False), [(level, (level.sku, version)) for level, version in levels]
         )
 
-    async def confirm_levels(self, levels: Sequence[tuple[StockLevel, StockLevel]]) -> None:
-        """Bring held levels (first of each pair) to the ``as_of`` and sequence of a WMS's
-        answer confirming their physical quantities (second), each only if its row still
-        holds the sequence and physical quantities of the level held, whatever was committed
-        or reserved since: no read first. A row that moved on fails the whole transaction.
+    async def confirm_levels(self, levels: Sequence[StockLevel]) -> None:
+        """Bring levels a WMS reports with the physical counts held up to its ``as_of`` and
+        sequence: each row only if it holds those counts (whatever was committed or
+        reserved since) at that sequence or an older one, with no read first. A row holding
+        other counts, or newer ones, fails the whole transaction.
         """
-        read: list[tuple[StockLevel, tuple[Any, ...]]] = []
-        for held, now in levels:
-            if held.source_sequence is None:
-                raise ValueError(f"{held.sku}: a level never reported cannot be confirmed")
-            physical = (getattr(held.quantities, n) for n in PHYSICAL_NAMES)
-            read.append((now, (held.sku, held.source_sequence, *physical)))
-        await self._bring_up_to_date(_touch_levels(True), read)
+        await self._bring_up_to_date(
+            _touch_levels(True),
+            [
+                (level, (level.sku, *(getattr(level.quantities, n) for n in PHYSICAL_NAMES)))
+                for level in levels
+            ],
+        )
 
     async def _bring_up_to_date(
         self, statement: Update, levels: Sequence[tuple[StockLevel, tuple[Any, ...]]]

@@ -38,7 +38,6 @@ from stockgraph.services.wms_reports import (
     ApplyReport,
     Batch,
     Confirmation,
-    Confirmed,
     ConnectorInstance,
     map_level,
     reported_level,
@@ -89,8 +88,8 @@ class LiveReads:
     An answer whose only news is that it confirms the levels held (the same physical
     counts at a newer sequence, as every x12 reply carries, or a refreshed ``as_of``) is
     written back without reading or mapping anything again: one statement per instance
-    bringing each row up to date if it still holds what the answer was laid over. A row
-    that moved on meanwhile sends that answer the whole ingestion way instead.
+    bringing each row up to date if it holds those counts at that sequence or an older one.
+    Should a row hold others meanwhile, that answer goes the whole ingestion way instead.
     """
 
     def __init__(
@@ -350,8 +349,9 @@ class _Answered:
     snapshot: WmsEvent
     found: dict[LiveKey, StockLevel]
     news: bool
-    confirmed: list[Confirmed] | None
-    """When all the answer has for the projection is held levels confirmed: those."""
+    confirmed: list[StockLevel] | None
+    """When all the answer has for the projection is levels held confirmed: those, as it
+    confirms them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +405,7 @@ def _answer(
     snapshot: WmsEvent,
     held: dict[Sku, StockLevel],
     refresh: timedelta,
-) -> tuple[dict[LiveKey, StockLevel], bool, list[Confirmed] | None]:
+) -> tuple[dict[LiveKey, StockLevel], bool, list[StockLevel] | None]:
     """The held levels of one instance as its answer makes them, all ``source`` LIVE;
     whether the answer has anything for the projection; and, when all it has is held
     levels confirmed (same physical quantities, a newer sequence or ``as_of``), those.
@@ -440,7 +440,7 @@ def _answer(
             continue
         if made is not None:
             now[ours.sku] = made[0]
-    confirmed: list[Confirmed] = []
+    confirmed: list[StockLevel] = []
     for sku, level in now.items():
         before = held[sku]
         if level is before:
@@ -448,7 +448,7 @@ def _answer(
         if level.quantities != before.quantities or before.source_sequence is None:
             changed = True
         elif level.source_sequence != before.source_sequence or occurred - before.as_of >= refresh:
-            confirmed.append((before, level))
+            confirmed.append(level)
     answered = {
         (instance.warehouse_id, sku): level if level.source is live else replace(level, source=live)
         for sku, level in now.items()

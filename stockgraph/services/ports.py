@@ -141,10 +141,10 @@ class UnitOfWork(Protocol):
         """Bring held levels whose quantities did not change up to date: their ``as_of``
         and source sequence, each against the version read."""
 
-    async def confirm_levels(self, levels: Sequence[tuple[StockLevel, StockLevel]]) -> None:
-        """Bring held levels (first) to the ``as_of`` and sequence of a WMS's answer that
-        confirms their physical quantities (second), each only if its row still holds what
-        was held; no read first. Raises ``ConcurrentChange`` if one moved on."""
+    async def confirm_levels(self, levels: Sequence[StockLevel]) -> None:
+        """Bring levels a WMS reports with the physical counts held up to its ``as_of`` and
+        sequence, each row only if it holds those counts at that sequence or an older one;
+        no read first. Raises ``ConcurrentChange`` if one does not."""
 
     async def add_movements(self, movements: Sequence[StockMovement]) -> None: ...
     async def add_exception(

@@ -91,12 +91,9 @@ class ApplyReport:
 Batch = tuple[ConnectorInstance, Sequence[WmsEvent]]
 """One instance and events it reported."""
 
-Confirmed = tuple[StockLevel, StockLevel]
-"""A level held, and the same level as a WMS's answer confirms it: the same physical
-quantities at a newer sequence or ``as_of``."""
-
-Confirmation = tuple[ConnectorInstance, WmsEvent, Sequence[Confirmed]]
-"""One instance, an answer it gave, and the held levels that answer confirms."""
+Confirmation = tuple[ConnectorInstance, WmsEvent, Sequence[StockLevel]]
+"""One instance, an answer it gave, and the levels held as that answer confirms them: the
+same physical counts at a newer sequence or ``as_of``."""
 
 log = logging.getLogger("stockgraph.ingestion")
 
@@ -247,16 +244,17 @@ async def confirm_reports(
     progress: dict[str, SyncProgress],
 ) -> None:
     """Bring the levels instances' answers confirm up to date inside ``uow``: their
-    ``as_of`` and sequence, each row only if it still holds what the answer was laid over
-    (:meth:`~stockgraph.services.ports.UnitOfWork.confirm_levels`, which raises
-    ``ConcurrentChange`` otherwise). No read, no mapping and no ledger row: nothing moved.
+    ``as_of`` and sequence, each row only if it holds the physical counts confirmed at that
+    sequence or an older one (:meth:`~stockgraph.services.ports.UnitOfWork.confirm_levels`,
+    which raises ``ConcurrentChange`` otherwise). No read, no mapping and no ledger row:
+    nothing moved.
     """
-    levels: list[Confirmed] = []
+    levels: list[StockLevel] = []
     for instance, answer, confirmed in confirmations:
         levels += confirmed
         report.unchanged += len(confirmed)
         report.touched.setdefault(instance.tenant_id, set()).update(
-            level.sku for _held, level in confirmed
+            level.sku for level in confirmed
         )
         _progressed(
             progress, instance.connector_id, answer.occurred_at.astimezone(UTC), lagging=False

@@ -145,8 +145,9 @@ async def test_levels_confirmed_as_held_are_brought_up_to_date_without_a_read(
 ) -> None:
     site = await _seed(engine)
     held = await _held(engine, site)
-    # An order committed two of the first since it was read: Stockgraph's own quantity,
-    # which a WMS confirming its physical counts leaves as it is.
+    # Since the answer was laid over what was held: an order committed two of the first
+    # (Stockgraph's own quantity, which a WMS confirming its physical counts leaves as it
+    # is), and an event moved the second to a newer sequence, older than the answer's.
     async with engine.begin() as conn:
         await conn.execute(
             text(
@@ -155,9 +156,13 @@ async def test_levels_confirmed_as_held_are_brought_up_to_date_without_a_read(
             ),
             {"w": site.warehouse_id, "s": site.skus[0]},
         )
-    confirmed = [
-        (held[sku][0], replace(held[sku][0], as_of=LATER, source_sequence=7)) for sku in site.skus
-    ]
+        await conn.execute(
+            text(
+                "UPDATE stock_levels SET source_sequence = 5 WHERE warehouse_id = :w AND sku = :s"
+            ),
+            {"w": site.warehouse_id, "s": site.skus[1]},
+        )
+    confirmed = [replace(held[sku][0], as_of=LATER, source_sequence=7) for sku in site.skus]
     async with SqlUnitOfWork(engine=engine) as uow:
         with counted_statements(engine) as statements:
             await uow.confirm_levels(confirmed)
@@ -172,23 +177,21 @@ async def test_levels_confirmed_as_held_are_brought_up_to_date_without_a_read(
     assert after[site.skus[1]][0].quantities == held[site.skus[1]][0].quantities
 
 
-@pytest.mark.parametrize("moved", ["physical count", "sequence"])
+@pytest.mark.parametrize("moved", ["other physical counts", "a newer sequence"])
 async def test_a_confirmation_of_a_row_that_moved_on_fails_the_whole_transaction(
     engine: AsyncEngine, moved: str
 ) -> None:
     site = await _seed(engine)
     held = await _held(engine, site)
     level, version = held[site.skus[1]]
-    if moved == "physical count":
+    if moved == "other physical counts":
         changed = replace(level, quantities=StockQuantities(on_hand=8, available=8))
     else:
-        changed = replace(level, source_sequence=2)
+        changed = replace(level, source_sequence=9)  # newer than the answer's 7
     async with SqlUnitOfWork(engine=engine) as uow:
         await uow.save_levels([(changed, version)])
         await uow.commit()
-    confirmed = [
-        (held[sku][0], replace(held[sku][0], as_of=LATER, source_sequence=7)) for sku in site.skus
-    ]
+    confirmed = [replace(held[sku][0], as_of=LATER, source_sequence=7) for sku in site.skus]
     with pytest.raises(ConcurrentChange):
         async with SqlUnitOfWork(engine=engine) as uow:
             await uow.confirm_levels(confirmed)
