@@ -273,6 +273,8 @@ class Runtime:
             ingestion=ingestion,
             unit_of_work=unit_of_work,
             on_change=committed,
+            # Levels confirmed or about to be written: stale answers, nothing to publish.
+            on_stale=invalidations.changed,
         )
         return cls(
             settings=settings,

@@ -24,7 +24,7 @@ from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import LevelSource, StockLevel
 from stockgraph.domain.quantities import StockQuantities
 from stockgraph.services.live import LiveReads
-from stockgraph.services.wms_reports import Batch, Confirmation, ConnectorInstance
+from stockgraph.services.wms_reports import ApplyReport, Batch, Confirmation, ConnectorInstance
 
 TENANT = TenantId("acme")
 WAREHOUSE = WarehouseId("wh-1")
@@ -65,22 +65,31 @@ class FakeIngestion:
     async def locks(self, _connector_ids: Any) -> AsyncIterator[None]:
         yield
 
-    async def apply_batches(self, _uow: Any, batches: Sequence[Batch], **_: Any) -> None:
+    async def apply_batches(
+        self, _uow: Any, batches: Sequence[Batch], *, report: ApplyReport, **_: Any
+    ) -> None:
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         try:
             await self.release.wait()
             self.applied.append(batches)
+            for instance, events in batches:  # as if every level reported had moved
+                skus = {Sku(instance.mapping.skus[lv.wms_sku]) for e in events for lv in e.levels}
+                report.applied += len(skus)
+                report.touched.setdefault(instance.tenant_id, set()).update(skus)
         finally:
             self.running -= 1
 
     async def confirm_batches(
-        self, _uow: Any, confirmations: Sequence[Confirmation], **_: Any
+        self, _uow: Any, confirmations: Sequence[Confirmation], *, report: ApplyReport
     ) -> None:
         await self.release.wait()
         if self.confirm_meets is not None:
             raise self.confirm_meets
         self.confirmed.append(confirmations)
+        for instance, _answer, levels in confirmations:
+            report.unchanged += len(levels)
+            report.touched.setdefault(instance.tenant_id, set()).update(lv.sku for lv in levels)
 
 
 class FakeUnitOfWork:
@@ -289,6 +298,32 @@ async def test_a_confirmation_of_a_level_held_for_a_second_or_more_is_written_ba
     await live.settle()
     [[(_instance, _answer, [confirmed])]] = ingestion.confirmed
     assert confirmed.as_of > a.as_of and (confirmed.sku, confirmed.source_sequence) == (a.sku, 5)
+
+
+@pytest.mark.parametrize(
+    ("reported", "everyone"),
+    [(wms_level("W-A", 4, sequence=6), False), (wms_level("W-A", 9, sequence=6), True)],
+    ids=["confirmed", "changed"],
+)
+async def test_only_a_write_back_that_moved_stock_is_told_to_everyone(
+    reported: WmsLevel, everyone: bool
+) -> None:
+    """Cached answers are dropped either way; the outbox relay and the webhook dispatcher
+    (``on_change``) only hear of a commit that wrote a ledger movement: a confirmation
+    writes none, and the moment before any write-back commits, nothing is there yet."""
+    ingestion = FakeIngestion()
+    ingestion.release.set()
+    told: list[tuple[str, set[Sku]]] = []
+    live = reads(
+        FakeConnector({"W-A": reported}),
+        ingestion,
+        on_change=lambda _t, skus: told.append(("everyone", set(skus))),
+        on_stale=lambda _t, skus: told.append(("caches", set(skus))),
+    )
+    await live.read(TENANT, [recent("SKU-A", 4, sequence=5)])
+    await live.settle()
+    after = "everyone" if everyone else "caches"
+    assert told == [("caches", {Sku("SKU-A")}), (after, {Sku("SKU-A")})]
 
 
 async def test_a_confirmation_meeting_a_level_that_moved_on_is_written_back_in_full() -> None:
