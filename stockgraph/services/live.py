@@ -306,24 +306,21 @@ class LiveReads:
         snapshots: Sequence[Batch],
         confirmations: Sequence[Confirmation],
     ) -> None:
-        """Write the answers back: those that only confirm levels held in one transaction
-        that reads nothing; the others (and those, should a level have moved on meanwhile)
-        in one through the ingestion path, each instance's alone if that one meets a
-        concurrent change."""
+        """Write the answers back: those with news through the ingestion path in one
+        transaction (each instance's alone if that one meets a concurrent change), then
+        those that only confirm levels held in one that reads nothing, or, should a level
+        have moved on meanwhile, the ingestion way too."""
         try:
             report = ApplyReport()
+            if snapshots:
+                report.add(await together_or_alone(snapshots, self._apply, _connector_id))
             if confirmations:
                 try:
                     report.add(await self._confirm(confirmations))
                 except ConcurrentChange as exc:
                     log.info("%s; writing those answers back in full", exc)
-                    snapshots = [*snapshots, *((i, [answer]) for i, answer, _ in confirmations)]
-            if snapshots:
-                report.add(
-                    await together_or_alone(
-                        snapshots, self._apply, lambda batch: batch[0].connector_id
-                    )
-                )
+                    again = [(instance, [answer]) for instance, answer, _ in confirmations]
+                    report.add(await together_or_alone(again, self._apply, _connector_id))
             touched = report.touched.get(tenant_id, set())
             if touched and (report.applied or report.exceptions):
                 self._on_change(tenant_id, touched)
@@ -462,6 +459,10 @@ def _answer(
         for sku, level in now.items()
     }
     return answered, changed or bool(confirmed), None if changed else confirmed
+
+
+def _connector_id(batch: Batch) -> str:
+    return batch[0].connector_id
 
 
 def _key(level: StockLevel) -> LiveKey:

@@ -56,8 +56,8 @@ class FakeIngestion:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     applied: list[Sequence[Batch]] = field(default_factory=list)
     confirmed: list[Sequence[Confirmation]] = field(default_factory=list)
-    confirm_meets: ConcurrentChange | None = None
-    """Raised by every confirmation, as when a level moved on since it was read."""
+    confirm_meets: Exception | None = None
+    """Raised by every confirmation (``ConcurrentChange``: as when a level moved on)."""
     running: int = 0
     most_running: int = 0
 
@@ -324,6 +324,22 @@ async def test_only_a_write_back_that_moved_stock_is_told_to_everyone(
     await live.settle()
     after = "everyone" if everyone else "caches"
     assert told == [("caches", {Sku("SKU-A")}), (after, {Sku("SKU-A")})]
+
+
+async def test_a_confirmation_that_fails_does_not_keep_news_from_the_projection() -> None:
+    ingestion = FakeIngestion(confirm_meets=RuntimeError("the database went away"))
+    ingestion.release.set()
+    live = reads(
+        FakeConnector({"W-A": wms_level("W-A", 9, sequence=6)}),  # news at wh-1
+        ingestion,
+        second=FakeConnector({"W-B": wms_level("W-B", 4, sequence=6)}),  # confirms wh-2
+    )
+    there = replace(recent("SKU-B", 4, sequence=5), warehouse_id=WarehouseId("wh-2"))
+    await live.read(TENANT, [recent("SKU-A", 4, sequence=5), there])
+    await live.settle()
+    assert [[instance.connector_id for instance, _ in batch] for batch in ingestion.applied] == [
+        ["rest-1"]
+    ]
 
 
 async def test_a_confirmation_meeting_a_level_that_moved_on_is_written_back_in_full() -> None:
