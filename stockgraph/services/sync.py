@@ -89,8 +89,11 @@ class SyncService:
 
     async def poll(self, instance: ConnectorInstance) -> ApplyReport:
         """Apply events since the saved cursor; the cursor moves after they commit."""
-        report = ApplyReport()
         cursor, _synced = await self._states.get(instance.connector_id)
+        return await self._poll(instance, cursor)
+
+    async def _poll(self, instance: ConnectorInstance, cursor: str | None) -> ApplyReport:
+        report = ApplyReport()
         try:
             events, next_cursor = await instance.connector.poll_events(cursor)
         except MalformedPayload as exc:
@@ -128,10 +131,13 @@ class SyncService:
     async def sync_once(self, instance: ConnectorInstance) -> ApplyReport | None:
         """Full sync if it never happened, then a poll for polling dialects; None on failure."""
         try:
-            if await self.needs_full_sync(instance):
+            # One read of the instance's state for both questions: a poll comes every few
+            # seconds for every polled instance.
+            cursor, synced_at = await self._states.get(instance.connector_id)
+            if synced_at is None:
                 return await self.full_sync(instance)
             if instance.connector.spec.poll:
-                return await self.poll(instance)
+                return await self._poll(instance, cursor)
         except (ConnectorError, ConcurrentChange) as exc:
             log.warning("sync of %s failed: %s", instance.connector_id, exc)
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -67,3 +68,21 @@ async def test_a_snapshot_at_the_held_sequence_still_corrects_silent_drift(world
     report = await world.sync.full_sync(world.instance)
     assert report.applied == 1
     assert await world.on_hand("SKU-00005") == 66  # the WMS's state at that sequence wins
+
+
+async def test_a_sync_round_reads_the_instance_state_once(world: World) -> None:
+    world.connector.pages = [[_level("W1", 11, 5)]]
+    first = await world.sync.sync_once(world.instance)  # the full sync
+    assert first is not None and first.applied == 1
+    states = world.sync._states
+    read = states.get
+    reads: list[str] = []
+
+    async def counted(connector_id: str) -> tuple[str | None, datetime | None]:
+        reads.append(connector_id)
+        return await read(connector_id)
+
+    states.get = counted  # type: ignore[method-assign]
+    world.connector.spec = replace(world.connector.spec, poll=True)
+    await world.sync.sync_once(world.instance)
+    assert reads == [world.instance.connector_id]
