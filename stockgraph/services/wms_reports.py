@@ -249,9 +249,8 @@ async def confirm_reports(
     which raises ``ConcurrentChange`` otherwise). No read, no mapping and no ledger row:
     nothing moved.
     """
-    levels: list[StockLevel] = []
+    await uow.confirm_levels([level for _i, _a, confirmed in confirmations for level in confirmed])
     for instance, answer, confirmed in confirmations:
-        levels += confirmed
         report.unchanged += len(confirmed)
         report.touched.setdefault(instance.tenant_id, set()).update(
             level.sku for level in confirmed
@@ -259,7 +258,6 @@ async def confirm_reports(
         _progressed(
             progress, instance.connector_id, answer.occurred_at.astimezone(UTC), lagging=False
         )
-    await uow.confirm_levels(levels)
 
 
 async def _plan(
