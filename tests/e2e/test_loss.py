@@ -577,7 +577,7 @@ def _the_inbox_kept_each_acknowledged_event_once(run: Run, server: Server, held:
 def _the_ledger_applied_each_event_once_in_wms_order(run: Run, held: Held) -> Ledger:
     """Each event applied at most once, never an older level over a newer one, each applied
     level the WMS's at that event; an event that moved nothing was superseded by a newer
-    one or left the level as it was."""
+    one received or left the level as it was."""
     prefix = f"wms://{CONNECTOR}/events/"
     applied = Counter(str(m["reference"]).removeprefix(prefix) for m in held.movements)
     twice = sorted(e for e, n in applied.items() if n > 1)
@@ -600,12 +600,20 @@ def _the_ledger_applied_each_event_once_in_wms_order(run: Run, held: Held) -> Le
             wrong.append(f"{sku} at sequence {sequence}: {running[sku]}, WMS {truth[sequence]}")
         ledger[sku].append((sequence, running[sku], delta))
     assert not wrong, f"{len(wrong)} ledger rows disagree with the WMS: {wrong[:10]}"
+    # A newer event of the same SKU that reached the inbox supersedes an older one, whether
+    # it moved stock or only confirmed the count held (a touch, no ledger row): had it come
+    # second, the older would have been applied first and show in the ledger.
+    received = {event_id for event_id, _status in held.inbox}
+    received_sequences: dict[str, list[int]] = defaultdict(list)
+    for event in run.wms.events:
+        if event.event_id in received:
+            received_sequences[sku_of[event.sequence]].append(event.sequence)
     skipped = []
     for event in run.wms.events:
         if event.event_id in applied:
             continue
         moves = ledger[sku_of[event.sequence]]
-        superseded = any(s > event.sequence for s, _, _ in moves)
+        superseded = any(s > event.sequence for s in received_sequences[sku_of[event.sequence]])
         before = [on_hand for s, on_hand, _ in moves if s < event.sequence]
         unchanged = (before[-1] if before else 0) == truth[event.sequence]
         if not (superseded or unchanged):
