@@ -21,7 +21,6 @@ import asyncio
 import json
 import sys
 import time
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,23 +29,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from stockgraph.config import load_topology  # noqa: E402
 from stockgraph.connectors.base import Connector  # noqa: E402
 from stockgraph.connectors.registry import build_connector  # noqa: E402
+from stockgraph.wiring import connection_of, warehouse_specs  # noqa: E402
 
 
 def connectors(topology: Path, skus: Sequence[str]) -> list[tuple[str, Connector, list[str]]]:
-    """Each instance's connector and the WMS codes of ``skus`` at it, as Stockgraph maps them."""
-    data = tomllib.loads(topology.read_text(encoding="utf-8"))
+    """Each instance's connector and the WMS codes of ``skus`` at it, built as Stockgraph
+    builds them from the topology file."""
     built = []
-    for warehouse in data["warehouses"]:
-        settings = dict(warehouse["connection"])
-        mapping = settings.pop("mapping", {})
-        codes_of = {ours: wms for wms, ours in mapping.get("skus", {}).items()}
-        codes = [codes_of.get(sku, sku) for sku in skus]
-        made = build_connector(
-            warehouse["dialect"], connector_id=warehouse["connector_id"], settings=settings
-        )
-        built.append((warehouse["connector_id"], made.connector, codes))
+    for spec in warehouse_specs(load_topology(topology)):
+        settings, mapping = connection_of(spec)
+        made = build_connector(spec.dialect, connector_id=spec.connector_id, settings=settings)
+        built.append((spec.connector_id, made.connector, [mapping.wms_code(s) for s in skus]))
     return built
 
 

@@ -75,8 +75,8 @@ from stockgraph.services.webhooks import WebhookService
 from stockgraph.wiring import (
     after_commit,
     build_token_service,
+    connection_of,
     gauges,
-    instance_mapping,
     utc_now,
     warehouse_specs,
 )
@@ -434,11 +434,7 @@ class Runtime:
         for spec in specs:
             if spec.dialect not in BUILDERS:
                 continue
-            settings = dict(spec.settings)
-            mapping = instance_mapping(
-                settings, warehouse_code=spec.code, connector_id=spec.connector_id
-            )
-            settings.pop("mapping", None)
+            settings, mapping = connection_of(spec)
             try:
                 built = build_connector(
                     spec.dialect,

@@ -63,6 +63,15 @@ def warehouse_specs(topology: Topology) -> list[WarehouseSpec]:
     ]
 
 
+def connection_of(spec: WarehouseSpec) -> tuple[dict[str, Any], InstanceMapping]:
+    """An instance's connection settings for its dialect, and its ``mapping`` table apart,
+    checked."""
+    settings = dict(spec.settings)
+    mapping = instance_mapping(settings, warehouse_code=spec.code, connector_id=spec.connector_id)
+    settings.pop("mapping", None)
+    return settings, mapping
+
+
 def instance_mapping(
     settings: Mapping[str, Any], *, warehouse_code: str, connector_id: str
 ) -> InstanceMapping:
