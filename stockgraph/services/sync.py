@@ -51,10 +51,6 @@ class SyncService:
         self._uow = unit_of_work
         self._on_change = on_change
 
-    async def needs_full_sync(self, instance: ConnectorInstance) -> bool:
-        _cursor, synced_at = await self._states.get(instance.connector_id)
-        return synced_at is None
-
     async def full_sync(self, instance: ConnectorInstance) -> ApplyReport:
         """Apply every level the instance holds, page by page, then mark it synced."""
         report = ApplyReport()

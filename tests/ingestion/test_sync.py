@@ -14,13 +14,19 @@ def _level(sku: str, qty: int, seq: int) -> WmsLevel:
     return WmsLevel(wms_sku=sku, location="MAIN", unit="EA", on_hand=Decimal(qty), sequence=seq)
 
 
+async def _marked_synced(world: World) -> bool:
+    """Whether the instance's state says its full sync is done (none is due again)."""
+    _cursor, synced_at = await world.sync._states.get(world.instance.connector_id)
+    return synced_at is not None
+
+
 async def test_a_new_instance_is_fully_synced_once_across_every_page(world: World) -> None:
     world.connector.pages = [[_level("W1", 11, 5), _level("W2", 12, 5)], [_level("W3", 13, 5)]]
-    assert await world.sync.needs_full_sync(world.instance)
+    assert not await _marked_synced(world)
     report = await world.sync.full_sync(world.instance)
     assert report.applied == 3
     assert [await world.on_hand(f"SKU-0000{i}") for i in (1, 2, 3)] == [11, 12, 13]
-    assert not await world.sync.needs_full_sync(world.instance)
+    assert await _marked_synced(world)
     assert (
         await world.scalar("SELECT count(*) FROM stock_movements WHERE cause = 'RECONCILIATION'")
         == 3
