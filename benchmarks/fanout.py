@@ -1163,7 +1163,12 @@ def markdown(
                 f"{floor['first_p50_ms']:.1f} ms, the last at {floor['last_p50_ms']:.1f} ms "
                 f"(p50; p99 {floor['last_p99_ms']:.1f} ms), {floor['cpu_ms_per_round']:.0f} ms "
                 "of CPU a round. No Stockgraph can answer before its last instance has: "
-                f"Stockgraph adds {seq['p50_ms'] - floor['last_p50_ms']:.1f} ms to that (p50).",
+                + (
+                    f"Stockgraph adds {seq['p50_ms'] - floor['last_p50_ms']:.1f} ms to that (p50)."
+                    if seq["p50_ms"] >= floor["last_p50_ms"]
+                    else "here the floor came out above the fan-out's p50, so the machine was "
+                    "slower while the floor was measured: compare runs, not this one."
+                ),
             ]
         out += [
             "",

@@ -49,7 +49,7 @@ from stockgraph.persistence.stock_store import append_movements
 
 _levels = cast(Table, StockLevelRow.__table__)
 _TOUCH_CHUNK = 500
-"""Rows per touch or confirm statement: up to six parameters each, well under SQLite's and
+"""Rows per touch or confirm statement: up to five parameters each, well under SQLite's and
 asyncpg's limits."""
 _audit = cast(Table, AuditEventRow.__table__)
 _inbox = cast(Table, InboxEventRow.__table__)

@@ -5,8 +5,8 @@ kept in the inbox — deduplicated by its event id — and acknowledged; the inb
 applied in the background, a round of received bodies per transaction. Applying maps
 every level to our SKU, warehouse and base units (:mod:`stockgraph.domain.mapping`) and
 writes it to the projection only when it is newer than what is held, by the WMS's own
-sequence: an event
-older than the state we hold never overwrites it, so duplicates and reordering converge.
+sequence: an event older than the state we hold never overwrites it, so duplicates and
+reordering converge.
 Every applied change writes a ledger movement and an audit event in the same transaction;
 anything that cannot be read or mapped becomes a sync exception holding the raw payload and
 the reason (:mod:`stockgraph.services.wms_reports`). Polled dialects, the first full sync of
