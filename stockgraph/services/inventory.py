@@ -109,10 +109,15 @@ class InventoryService:
             return (moment - level.as_of).total_seconds() > max_age_seconds
 
         if live is not None:
-            old = [level for level in rows if too_old(level)]
+            # Paired by position: hashing every whole level (quantities, time) to match
+            # them up again costs more than the rest of this step for a thousand levels.
+            old = [i for i, level in enumerate(rows) if too_old(level)]
             if old:
-                fresh = dict(zip(old, await live.load_many(old), strict=True))
-                rows = [fresh.get(lv) or lv for lv in rows]
+                rows = list(rows)
+                loaded = await live.load_many([rows[i] for i in old])
+                for i, fresh in zip(old, loaded, strict=True):
+                    if fresh is not None:
+                        rows[i] = fresh
         # A level the WMS has just answered for is fresh, whatever its own clock says.
         return [
             LevelAnswer(level, level.source is not LevelSource.LIVE and too_old(level))
