@@ -49,14 +49,23 @@ def test_the_text_is_sqlalchemys_and_reads_back_the_same_instant(
     assert all(r.tzinfo is UTC for r in read)
 
 
-def test_a_date_only_text_and_null_read_back(tables: tuple[Table, Table]) -> None:
+def test_a_date_only_text_one_with_its_own_offset_and_null_read_back(
+    tables: tuple[Table, Table],
+) -> None:
     ours, _plain = tables
     engine = create_engine("sqlite://")
     with engine.begin() as conn:
         ours.metadata.create_all(conn)
-        conn.execute(text("INSERT INTO ours (at) VALUES ('2026-01-02'), (NULL)"))
+        conn.execute(
+            text(
+                "INSERT INTO ours (at) VALUES "
+                "('2026-01-02'), ('2026-01-02 04:04:05+01:00'), ('2026-01-02T03:04:05Z'), (NULL)"
+            )
+        )
         read = conn.execute(select(ours.c.at)).scalars().all()
-    assert read == [datetime(2026, 1, 2, tzinfo=UTC), None]
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert read == [datetime(2026, 1, 2, tzinfo=UTC), moment, moment, None]
+    assert all(r.tzinfo is UTC for r in read if r is not None)
 
 
 def test_a_naive_datetime_is_refused(tables: tuple[Table, Table]) -> None:
