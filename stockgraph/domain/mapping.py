@@ -108,28 +108,7 @@ class InstanceMapping:
         factor = self.factor(wms_sku, unit)
         if isinstance(factor, Unmappable):
             return factor
-        if type(value) is Decimal:
-            amount = value  # what wire readers give: no copy (this runs for every level)
-        else:
-            try:
-                amount = Decimal(value)
-            except (InvalidOperation, TypeError, ValueError):
-                return Unmappable(
-                    f"quantity {value!r} of {wms_sku} is not a number", "BAD_QUANTITY"
-                )
-        if not amount.is_finite():
-            return Unmappable(f"quantity {value!r} of {wms_sku} is not finite", "BAD_QUANTITY")
-        base = amount if factor == 1 else amount * factor
-        whole = int(base)
-        if base != whole:
-            return Unmappable(
-                f"{amount} {unit} of {wms_sku} is {base.normalize()} base units,"
-                " not a whole number",
-                "NOT_WHOLE_BASE_UNITS",
-            )
-        if whole < 0:
-            return Unmappable(f"{amount} {unit} of {wms_sku} is negative", "BAD_QUANTITY")
-        return whole
+        return _base_units(wms_sku, unit, value, factor)
 
     def level(
         self,
@@ -149,9 +128,12 @@ class InstanceMapping:
         warehouse = self.warehouse(location)
         if isinstance(warehouse, Unmappable):
             return warehouse
+        factor = self.factor(wms_sku, unit)
+        if isinstance(factor, Unmappable):
+            return factor
         amounts: list[int] = []
         for value in (on_hand, damaged, quality_control, incoming):
-            amount = self.quantity(wms_sku, unit, value)
+            amount = _base_units(wms_sku, unit, value, factor)
             if isinstance(amount, Unmappable):
                 return amount
             amounts.append(amount)
@@ -166,3 +148,34 @@ class InstanceMapping:
                 f"WMS status {wms_status!r} maps to no order status", "UNKNOWN_STATUS"
             )
         return found
+
+
+def _base_units(
+    wms_sku: str, unit: str, value: Decimal | int | str, factor: int
+) -> int | Unmappable:
+    """``value`` of ``unit`` (``factor`` base units each) as whole base units."""
+    if type(value) is int:  # whole already: no decimal arithmetic (this runs for every level)
+        whole = value * factor
+    else:
+        if type(value) is Decimal:
+            amount = value  # what wire readers give: no copy
+        else:
+            try:
+                amount = Decimal(value)
+            except (InvalidOperation, TypeError, ValueError):
+                return Unmappable(
+                    f"quantity {value!r} of {wms_sku} is not a number", "BAD_QUANTITY"
+                )
+        if not amount.is_finite():
+            return Unmappable(f"quantity {value!r} of {wms_sku} is not finite", "BAD_QUANTITY")
+        base = amount if factor == 1 else amount * factor
+        whole = int(base)
+        if base != whole:
+            return Unmappable(
+                f"{amount} {unit} of {wms_sku} is {base.normalize()} base units,"
+                " not a whole number",
+                "NOT_WHOLE_BASE_UNITS",
+            )
+    if whole < 0:
+        return Unmappable(f"{value} {unit} of {wms_sku} is negative", "BAD_QUANTITY")
+    return whole
