@@ -9,6 +9,7 @@ segment a line.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ import x12
 from stockgraph.connectors.errors import MalformedPayload
 
 ELEMENT, COMPONENT, SEGMENT = "*", ">", "~"
+_SEPARATORS = re.compile(f"[{re.escape(COMPONENT + SEGMENT)}\\n\\r]")
+"""What no element may hold besides ``ELEMENT`` (counted apart)."""
 FUNCTIONAL_CODES = {"846": "IB", "940": "OW", "945": "SW", "947": "AW", "997": "FA"}
 """Each transaction set we know, and the functional group (GS01) it travels in."""
 MAX_CONTROL = 999_999_999
@@ -170,10 +173,13 @@ def _segment(segment: x12.X12Segment) -> Segment:
 
 
 def _line(segment: Segment) -> str:
-    for element in segment:
-        if any(mark in element for mark in (ELEMENT, COMPONENT, SEGMENT, "\n", "\r")):
-            raise ValueError(f"{segment[0]}: {element!r} holds a separator")
     elements = list(segment)
     while len(elements) > 1 and not elements[-1]:
         elements.pop()
-    return ELEMENT.join(elements) + SEGMENT
+    line = ELEMENT.join(elements)
+    # One look at the whole line: an element holding a separator adds one to it.
+    if line.count(ELEMENT) != len(elements) - 1 or _SEPARATORS.search(line):
+        for element in segment:
+            if _SEPARATORS.search(element) or ELEMENT in element:
+                raise ValueError(f"{segment[0]}: {element!r} holds a separator")
+    return line + SEGMENT
