@@ -50,6 +50,8 @@ class SyncService:
         self._states = states
         self._uow = unit_of_work
         self._on_change = on_change
+        self._synced: set[str] = set()
+        """Instances known to be fully synced: a mark that is never taken back."""
 
     async def full_sync(self, instance: ConnectorInstance) -> ApplyReport:
         """Apply every level the instance holds, page by page, then mark it synced."""
@@ -79,6 +81,7 @@ class SyncService:
             if cursor is None:
                 break
         await self._states.save(instance.connector_id, full_sync=True)
+        self._synced.add(instance.connector_id)
         for tenant, skus in report.touched.items():
             self._on_change(tenant, skus)
         return report
@@ -125,14 +128,22 @@ class SyncService:
             await uow.commit()
 
     async def sync_once(self, instance: ConnectorInstance) -> ApplyReport | None:
-        """Full sync if it never happened, then a poll for polling dialects; None on failure."""
+        """Full sync if it never happened, then a poll for polling dialects; None on failure.
+
+        An instance that pushes has nothing more to ask once it is known to be synced: its
+        state is not read again every round (dozens of instances, every few seconds).
+        """
+        polled = instance.connector.spec.poll
+        if not polled and instance.connector_id in self._synced:
+            return ApplyReport()
         try:
             # One read of the instance's state for both questions: a poll comes every few
             # seconds for every polled instance.
             cursor, synced_at = await self._states.get(instance.connector_id)
             if synced_at is None:
                 return await self.full_sync(instance)
-            if instance.connector.spec.poll:
+            self._synced.add(instance.connector_id)
+            if polled:
                 return await self._poll(instance, cursor)
         except (ConnectorError, ConcurrentChange) as exc:
             log.warning("sync of %s failed: %s", instance.connector_id, exc)

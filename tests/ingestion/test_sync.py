@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel
+from stockgraph.persistence.unit_of_work import SqlUnitOfWork
+from stockgraph.services.sync import ConnectorStates, SyncService
 from tests.ingestion.conftest import World
 
 
@@ -76,11 +78,8 @@ async def test_a_snapshot_at_the_held_sequence_still_corrects_silent_drift(world
     assert await world.on_hand("SKU-00005") == 66  # the WMS's state at that sequence wins
 
 
-async def test_a_sync_round_reads_the_instance_state_once(world: World) -> None:
-    world.connector.pages = [[_level("W1", 11, 5)]]
-    first = await world.sync.sync_once(world.instance)  # the full sync
-    assert first is not None and first.applied == 1
-    states = world.sync._states
+def _counted_reads(states: ConnectorStates) -> list[str]:
+    """The connector ids whose state ``states`` is asked for from now on."""
     read = states.get
     reads: list[str] = []
 
@@ -89,6 +88,36 @@ async def test_a_sync_round_reads_the_instance_state_once(world: World) -> None:
         return await read(connector_id)
 
     states.get = counted  # type: ignore[method-assign]
+    return reads
+
+
+async def test_a_sync_round_reads_the_instance_state_once(world: World) -> None:
+    world.connector.pages = [[_level("W1", 11, 5)]]
+    first = await world.sync.sync_once(world.instance)  # the full sync
+    assert first is not None and first.applied == 1
+    reads = _counted_reads(world.sync._states)
     world.connector.spec = replace(world.connector.spec, poll=True)
     await world.sync.sync_once(world.instance)
+    assert reads == [world.instance.connector_id]
+
+
+async def test_a_synced_instance_that_pushes_is_not_asked_about_every_round(
+    world: World,
+) -> None:
+    world.connector.pages = [[_level("W1", 11, 5)]]
+    assert not world.connector.spec.poll
+    await world.sync.sync_once(world.instance)  # the full sync
+    reads = _counted_reads(world.sync._states)
+    for _ in range(3):
+        report = await world.sync.sync_once(world.instance)
+        assert report is not None and report.applied == 0
+    assert reads == []
+    # Synced by another process: this one reads the state once, then no more.
+    fresh = SyncService(
+        ingestion=world.service,
+        states=world.sync._states,
+        unit_of_work=lambda: SqlUnitOfWork(engine=world.runtime.engine),
+    )
+    for _ in range(3):
+        await fresh.sync_once(world.instance)
     assert reads == [world.instance.connector_id]
