@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -84,6 +84,13 @@ def endpoint_of(row: Any, *, prefix: str = "") -> WebhookEndpoint:
     )
 
 
+def _holder_of(tenant_id: TenantId, url: str) -> Select[Any]:
+    """The id of the tenant's endpoint with ``url``, if it has one."""
+    return select(_endpoints.c.id).where(
+        _endpoints.c.tenant_id == tenant_id, _endpoints.c.url == url
+    )
+
+
 def _url_taken(url: str) -> WebhookRefused:
     return WebhookRefused(
         RefusalCode.URL_TAKEN, f"an endpoint of yours already has the URL {url!r}", field="url"
@@ -127,12 +134,7 @@ class SqlWebhookStore:
     ) -> WebhookEndpoint:
         try:
             async with self._engine.begin() as conn:
-                taken = await conn.scalar(
-                    select(_endpoints.c.id).where(
-                        _endpoints.c.tenant_id == tenant_id, _endpoints.c.url == url
-                    )
-                )
-                if taken is not None:
+                if await conn.scalar(_holder_of(tenant_id, url)) is not None:
                     raise _url_taken(url)
                 since = await conn.scalar(select(func.coalesce(func.max(_outbox.c.id), 0)))
                 new_id = await conn.scalar(
@@ -154,7 +156,8 @@ class SqlWebhookStore:
                 )
                 found = await self._endpoint(conn, tenant_id, int(cast(int, new_id)))
         except IntegrityError:
-            raise _url_taken(url) from None
+            await self._refuse_if_taken(tenant_id, url)
+            raise
         if found is None:
             raise RuntimeError(f"endpoint {new_id} vanished inside its own transaction")
         return found
@@ -218,12 +221,7 @@ class SqlWebhookStore:
                     return None
                 values: dict[str, Any] = {"updated_at": now}
                 if url is not None and url != before.url:
-                    taken = await conn.scalar(
-                        select(_endpoints.c.id).where(
-                            _endpoints.c.tenant_id == tenant_id, _endpoints.c.url == url
-                        )
-                    )
-                    if taken is not None:
+                    if await conn.scalar(_holder_of(tenant_id, url)) is not None:
                         raise _url_taken(url)
                     values["url"] = url
                 if event_types is not None:
@@ -241,7 +239,20 @@ class SqlWebhookStore:
                     await disable_endpoint(conn, endpoint_id, reason=disabled_reason, now=now)
                 return await self._endpoint(conn, tenant_id, endpoint_id)
         except IntegrityError:
-            raise _url_taken(url or "") from None
+            if url is not None:
+                await self._refuse_if_taken(tenant_id, url, other_than=endpoint_id)
+            raise
+
+    async def _refuse_if_taken(
+        self, tenant_id: TenantId, url: str, *, other_than: int | None = None
+    ) -> None:
+        """``URL_TAKEN`` when the constraint a write broke is that another endpoint of the
+        tenant took ``url`` between the look and the write; any other broken constraint is
+        not the caller's doing and is not reported as if it were."""
+        async with self._engine.connect() as conn:
+            holder = await conn.scalar(_holder_of(tenant_id, url))
+        if holder is not None and holder != other_than:
+            raise _url_taken(url) from None
 
     async def _enable(self, conn: AsyncConnection, endpoint_id: int, now: datetime) -> None:
         await conn.execute(
