@@ -117,6 +117,19 @@ async def test_bad_input_to_create_is_a_user_error(
     assert listed.data == {"webhookEndpoints": {"edges": []}}
 
 
+async def test_a_url_the_tenant_already_has_is_a_user_error(runtime: Runtime) -> None:
+    variables = {"url": "https://oms.example/hooks", "types": ["sync.alert"]}
+    first = await run(runtime, CREATE, variables)
+    assert first.data["createWebhookEndpoint"]["userErrors"] == []
+    again = await run(runtime, CREATE, variables)
+    assert again.errors == []
+    payload = again.data["createWebhookEndpoint"]
+    assert payload["endpoint"] is None and payload["secret"] is None
+    [error] = payload["userErrors"]
+    assert (error["code"], error["field"]) == ("URL_TAKEN", ["input", "url"])
+    assert "https://oms.example/hooks" in error["message"]
+
+
 async def test_unknown_and_other_tenants_ids_are_not_found(runtime: Runtime) -> None:
     endpoint_id, _, delivery_id = await _endpoint_with_a_delivery(runtime)
     unknown = to_global_id("WebhookDelivery", "acme", "msg_999999_1")
