@@ -169,7 +169,7 @@ def _text(value: bytes | None) -> str:
 
 
 def _segment(segment: x12.X12Segment) -> Segment:
-    return (segment.tag, *(_text(element) for element in segment.elements))
+    return (segment.tag, *[e.decode("utf-8") if e else "" for e in segment.elements])
 
 
 def _line(segment: Segment) -> str:

@@ -432,6 +432,8 @@ def _loops(body: Sequence[Segment], start: str) -> tuple[list[Segment], list[lis
 
 def _product(segment: Segment, position: int) -> str:
     """The item id from the qualifier/id pairs starting at ``position``: SK first."""
+    if position + 1 < len(segment) and segment[position] == "SK" and segment[position + 1]:
+        return segment[position + 1]  # the usual LIN: its first pair is the SKU
     pairs = [(segment[i], _el(segment, i + 1)) for i in range(position, len(segment), 2)]
     ids = [value for qualifier, value in pairs if qualifier == "SK" and value]
     ids += [value for _, value in pairs if value]
