@@ -106,6 +106,9 @@ def _touch_levels(confirmed: bool) -> Update:
     where = [
         _levels.c.tenant_id == bindparam("b_tenant"),
         _levels.c.warehouse_id == bindparam("b_warehouse"),
+        # The SKUs apart as well: SQLite finds the rows by key through them, where the row
+        # values alone would have it scan every level of the warehouse.
+        _levels.c.sku.in_(bindparam("skus", expanding=True)),
         read.in_(bindparam("read", expanding=True)),
     ]
     if confirmed:
@@ -344,6 +347,7 @@ class SqlUnitOfWork:
                 params = {
                     "b_tenant": tenant_id,
                     "b_warehouse": warehouse_id,
+                    "skus": [row[0] for row in read],
                     "read": read,
                     "as_of": as_of,
                     "source_sequence": sequence,

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stockgraph.domain.errors import ConcurrentChange
 from stockgraph.domain.model import StockLevel
 from stockgraph.domain.quantities import StockQuantities
+from stockgraph.persistence.database import create_engine
+from stockgraph.persistence.migrate import upgrade
 from stockgraph.persistence.unit_of_work import SqlUnitOfWork
 from tests.graphql.helpers import counted_statements
 from tests.integration.test_outbox import Site, _site, add_warehouse
@@ -199,3 +202,41 @@ async def test_a_confirmation_of_a_row_that_moved_on_fails_the_whole_transaction
     after = await _held(engine, site)
     assert after[site.skus[0]] == held[site.skus[0]]  # rolled back with the rest
     assert after[site.skus[1]][0] == changed
+
+
+@pytest.mark.parametrize("confirmed", [True, False], ids=["confirmation", "touch"])
+async def test_on_sqlite_rows_brought_up_to_date_are_found_by_key(
+    sqlite_url: str, confirmed: bool
+) -> None:
+    """Not by scanning every level of the warehouse: matched on row values alone, SQLite
+    reads the warehouse's every row for each statement (a large catalogue, every live read);
+    PostgreSQL turns the same row values into key lookups by itself."""
+    await upgrade(sqlite_url)
+    engine = create_engine(sqlite_url)
+    try:
+        site = await _seed(engine)
+        held = await _held(engine, site)
+        executed: list[tuple[str, Any]] = []
+
+        def keep(_c: object, _k: object, statement: str, parameters: Any, *_: object) -> None:
+            executed.append((statement, parameters))
+
+        event.listen(engine.sync_engine, "before_cursor_execute", keep)
+        async with SqlUnitOfWork(engine=engine) as uow:
+            if confirmed:
+                await uow.confirm_levels(
+                    [replace(level, as_of=LATER, source_sequence=7) for level, _ in held.values()]
+                )
+            else:
+                await uow.touch_levels(
+                    [(replace(lv, as_of=LATER, source_sequence=7), v) for lv, v in held.values()]
+                )
+            await uow.commit()
+        event.remove(engine.sync_engine, "before_cursor_execute", keep)
+        [(statement, parameters)] = [e for e in executed if e[0].lstrip().startswith("UPDATE")]
+        async with engine.connect() as conn:
+            plan = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)).all()
+        searches = [row[-1] for row in plan if "stock_levels" in row[-1]]
+        assert searches and all("sku=?" in s for s in searches), plan
+    finally:
+        await engine.dispose()
