@@ -229,9 +229,20 @@ async def _credentials_valid(runtime: Any, credentials: list[dict[str, str]]) ->
     return True
 
 
+SHUTDOWN_GRACE_SECONDS = 5
+"""How long a stopping server lets requests still running finish: a subscription streamed
+over Server-Sent Events never finishes by itself, and would hold the server up for good."""
+
+
 async def _serve(app: Any, host: str, port: int) -> None:
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
     server = _Server(config)
     await server.serve()

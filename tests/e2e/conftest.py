@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,6 +35,19 @@ def stockgraph(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def stop(process: subprocess.Popen[Any], grace: float = 15) -> int | None:
+    """Stop a Stockgraph process as an operator would (SIGINT), killing it if it is still
+    running after ``grace`` seconds; always reaped, so no process outlives its test."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 @dataclass
@@ -103,16 +117,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            process.kill()
+            stop(process)
             pytest.fail(f"stockgraph demo did not answer within {STARTUP_SECONDS} s")
         time.sleep(0.2)
     try:
         yield Demo(base, data_dir, process, banner=log.read_text())
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(process)
         out.close()

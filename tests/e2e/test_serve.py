@@ -8,12 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import free_port, stockgraph
+from tests.e2e.conftest import free_port, stockgraph, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +60,18 @@ def test_serve_refuses_an_unmigrated_database_with_a_clear_message(tmp_path: Pat
     assert "run `stockgraph migrate`" in result.stderr
 
 
-def test_serve_applies_the_topology_and_answers_its_clients(tmp_path: Path) -> None:
+@dataclass
+class Serving:
+    process: subprocess.Popen[bytes]
+    base: str
+    env: dict[str, str]
+    log: Path
+
+
+@contextmanager
+def serving(tmp_path: Path) -> Iterator[Serving]:
+    """``stockgraph serve`` over the topology above, healthy; stopped with SIGINT after,
+    and killed (and reaped) if it does not stop."""
     config = tmp_path / "stockgraph.toml"
     config.write_text(TOPOLOGY)
     env = {
@@ -67,7 +81,8 @@ def test_serve_applies_the_topology_and_answers_its_clients(tmp_path: Path) -> N
     }
     assert stockgraph("migrate", env=env).returncode == 0
     port = free_port()
-    log = (tmp_path / "serve.log").open("w")
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "stockgraph.cli", "serve", "--port", str(port)],
         env={**os.environ, **env},
@@ -83,9 +98,18 @@ def test_serve_applies_the_topology_and_answers_its_clients(tmp_path: Path) -> N
                     break
             except httpx.TransportError:
                 pass
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline
             time.sleep(0.2)
+        yield Serving(process, base, env, log_path)
+    finally:
+        stop(process)
+        log.close()
+
+
+def test_serve_applies_the_topology_and_answers_its_clients(tmp_path: Path) -> None:
+    with serving(tmp_path) as server:
+        base, env = server.base, server.env
         made = stockgraph(
             "clients",
             "create",
@@ -132,7 +156,32 @@ def test_serve_applies_the_topology_and_answers_its_clients(tmp_path: Path) -> N
             },
         ]
         assert httpx.get(f"{base}/graphql", headers={"Accept": "text/html"}).status_code == 401
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 0
-        log.close()
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=15) == 0
+
+
+def test_serve_stops_while_a_subscriber_streams_server_sent_events(tmp_path: Path) -> None:
+    """An ops dashboard subscribed over SSE never ends its request: a stopping server lets
+    it run a few seconds, then cuts it, rather than wait for it forever."""
+    with serving(tmp_path) as server:
+        made = stockgraph(
+            "keys",
+            "create",
+            "--tenant",
+            "initech",
+            "--scopes",
+            "inventory:read",
+            "--json",
+            env=server.env,
+        )
+        assert made.returncode == 0, made.stderr
+        headers = {"X-API-Key": json.loads(made.stdout)["api_key"], "Accept": "text/event-stream"}
+        subscription = {"query": "subscription { stockChanged { cursor sku } }"}
+        with httpx.stream(
+            "POST", f"{server.base}/graphql", json=subscription, headers=headers, timeout=60
+        ) as streaming:
+            assert streaming.status_code == 200
+            assert streaming.headers["content-type"].startswith("text/event-stream")
+            server.process.send_signal(signal.SIGINT)
+            assert server.process.wait(timeout=30) == 0
+        assert server.log.read_text().rstrip().endswith("stockgraph stopped")

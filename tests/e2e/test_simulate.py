@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET, build_world
-from tests.e2e.conftest import free_port, stockgraph
+from tests.e2e.conftest import free_port, stockgraph, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -116,11 +115,7 @@ def test_serve_syncs_a_simulated_fleet_of_every_dialect(tmp_path: Path) -> None:
         assert by_code["SIM-X"]["source"] == "LIVE" or by_code["SIM-X"]["stale"] is True
     finally:
         for process in (serve, simulate):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            if process is not None:
+                stop(process)
         for log in logs:
             log.close()
