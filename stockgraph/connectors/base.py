@@ -76,17 +76,19 @@ class WmsLevel:
     """What the WMS says it holds of one of its SKUs at one of its locations.
 
     Quantities are in the WMS's ``unit`` and may be fractional or otherwise odd: the
-    mapping layer decides whether they are whole base units. ``sequence`` is the WMS's own
-    ordering of its state (a version, an event sequence, a document control number).
+    mapping layer decides whether they are whole base units. A wire reader gives an ``int``
+    where the WMS sent a whole number (the mapping then does no decimal arithmetic for it)
+    and a ``Decimal`` otherwise. ``sequence`` is the WMS's own ordering of its state (a
+    version, an event sequence, a document control number).
     """
 
     wms_sku: str
     location: str
     unit: str
-    on_hand: Decimal
-    damaged: Decimal = Decimal(0)
-    quality_control: Decimal = Decimal(0)
-    incoming: Decimal = Decimal(0)
+    on_hand: Decimal | int
+    damaged: Decimal | int = 0
+    quality_control: Decimal | int = 0
+    incoming: Decimal | int = 0
     sequence: int | None = None
     observed_at: datetime | None = None
 

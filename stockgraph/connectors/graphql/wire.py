@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from pydantic.alias_generators import to_camel
 
 from stockgraph.connectors.base import EventKind, WmsEvent, WmsLevel, WmsOrder
@@ -170,12 +170,15 @@ class Answer(_Wire):
 
 
 class LevelNode(_Wire):
+    """Quantities as sent: an ``int`` when the WMS sent one (a JSON integer, never a
+    boolean), an exact ``Decimal`` otherwise."""
+
     location_code: str
-    on_hand: Decimal
-    available: Decimal
-    damaged: Decimal
-    quality_control: Decimal
-    incoming: Decimal
+    on_hand: StrictInt | Decimal
+    available: StrictInt | Decimal
+    damaged: StrictInt | Decimal
+    quality_control: StrictInt | Decimal
+    incoming: StrictInt | Decimal
     version: int
 
 

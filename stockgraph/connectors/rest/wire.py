@@ -125,10 +125,13 @@ class _Reader:
 
     def quantity(
         self, source: Mapping[str, object], name: str, where: str, *, required: bool = True
-    ) -> Decimal:
+    ) -> Decimal | int:
+        """A number as sent: an ``int`` when it is one, else an exact ``Decimal``."""
         if not required and name not in source:
-            return Decimal(0)
+            return 0
         value = self.field(source, name, where)
+        if type(value) is int:
+            return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(f"{where}.{name} is {value!r}, expected a number")
         try:
@@ -182,7 +185,7 @@ class _Reader:
 
     def line(self, value: object, where: str) -> WmsOrderLine:
         line = self.mapping(value, where)
-        quantity = self.quantity(line, "quantity", where)
+        quantity = Decimal(self.quantity(line, "quantity", where))
         if quantity <= 0:
             self.fail(f"{where}.quantity is {quantity}, expected more than zero")
         return WmsOrderLine(
@@ -198,7 +201,9 @@ class _Reader:
         return tuple(self.line(v, f"{where}.lines[{i}]") for i, v in enumerate(values))
 
 
-def _number(quantity: Decimal) -> int | float:
+def _number(quantity: Decimal | int) -> int | float:
+    if isinstance(quantity, int):
+        return quantity
     if not quantity.is_finite():
         raise ValueError(f"quantity {quantity} is not finite")
     if quantity == quantity.to_integral_value():

@@ -423,6 +423,33 @@ async def test_an_unreadable_webhook_is_a_malformed_payload_keeping_the_raw_body
         assert caught.value.raw == body
 
 
+def _levels_data(on_hand: object) -> dict[str, object]:
+    level = {
+        "locationCode": "MAIN",
+        "onHand": on_hand,
+        "available": 0,
+        "damaged": 0,
+        "qualityControl": 0,
+        "incoming": 0,
+        "version": 3,
+    }
+    return {"inventoryLevels": [{"sku": "A", "unit": "EA", "levels": [level]}]}
+
+
+@pytest.mark.parametrize(("sent", "read"), [(7, 7), (2.5, Decimal("2.5")), (7.0, Decimal(7))])
+def test_quantities_are_read_as_ints_when_whole_and_exact_decimals_otherwise(
+    sent: object, read: object
+) -> None:
+    [level] = wire.read_levels(_levels_data(sent), raw=b"", instance_id="gql-1")
+    assert level.on_hand == read and type(level.on_hand) is type(read)
+
+
+@pytest.mark.parametrize("sent", [True, None, "many", float("nan")])
+def test_a_quantity_that_is_not_a_number_is_malformed(sent: object) -> None:
+    with pytest.raises(MalformedPayload):
+        wire.read_levels(_levels_data(sent), raw=b"", instance_id="gql-1")
+
+
 async def test_a_wrong_access_token_is_fatal() -> None:
     async with graphql_world(client_token="not-the-token") as world:
         with pytest.raises(FatalError, match="401"):

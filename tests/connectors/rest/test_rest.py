@@ -271,6 +271,17 @@ def test_inventory_page_with_an_unexpected_item_is_malformed(item: object) -> No
     assert caught.value.raw == body
 
 
+def test_whole_quantities_are_read_as_ints_and_fractions_as_exact_decimals() -> None:
+    item = {**ITEM, "on_hand": 3, "damaged": 1.5}
+    body = orjson.dumps({"data": [item], "next_page_token": None, "as_of": "2025-01-01T00:00:00Z"})
+
+    [level], _ = wire.parse_inventory_page(body)
+
+    assert type(level.on_hand) is int and level.on_hand == 3
+    assert level.damaged == Decimal("1.5") and level.incoming == 0
+    assert wire.render_item(level)["on_hand"] == 3
+
+
 @pytest.mark.parametrize(
     "body",
     [
