@@ -107,21 +107,20 @@ def serving(tmp_path: Path) -> Iterator[Serving]:
         log.close()
 
 
+def _credential(kind: str, env: dict[str, str]) -> dict[str, str]:
+    """A new client or API key (``kind``) of initech that may read inventory."""
+    made = stockgraph(
+        kind, "create", "--tenant", "initech", "--scopes", "inventory:read", "--json", env=env
+    )
+    assert made.returncode == 0, made.stderr
+    created: dict[str, str] = json.loads(made.stdout)
+    return created
+
+
 def test_serve_applies_the_topology_and_answers_its_clients(tmp_path: Path) -> None:
     with serving(tmp_path) as server:
         base, env = server.base, server.env
-        made = stockgraph(
-            "clients",
-            "create",
-            "--tenant",
-            "initech",
-            "--scopes",
-            "inventory:read",
-            "--json",
-            env=env,
-        )
-        assert made.returncode == 0, made.stderr
-        client = json.loads(made.stdout)
+        client = _credential("clients", env)
         token = httpx.post(
             f"{base}/oauth/token",
             data={"grant_type": "client_credentials"},
@@ -164,18 +163,8 @@ def test_serve_stops_while_a_subscriber_streams_server_sent_events(tmp_path: Pat
     """An ops dashboard subscribed over SSE never ends its request: a stopping server lets
     it run a few seconds, then cuts it, rather than wait for it forever."""
     with serving(tmp_path) as server:
-        made = stockgraph(
-            "keys",
-            "create",
-            "--tenant",
-            "initech",
-            "--scopes",
-            "inventory:read",
-            "--json",
-            env=server.env,
-        )
-        assert made.returncode == 0, made.stderr
-        headers = {"X-API-Key": json.loads(made.stdout)["api_key"], "Accept": "text/event-stream"}
+        key = _credential("keys", server.env)["api_key"]
+        headers = {"X-API-Key": key, "Accept": "text/event-stream"}
         subscription = {"query": "subscription { stockChanged { cursor sku } }"}
         with httpx.stream(
             "POST", f"{server.base}/graphql", json=subscription, headers=headers, timeout=60
