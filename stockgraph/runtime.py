@@ -5,7 +5,6 @@ drive it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +76,7 @@ from stockgraph.wiring import (
     build_token_service,
     connection_of,
     gauges,
+    stop_tasks,
     utc_now,
     warehouse_specs,
 )
@@ -503,11 +503,7 @@ class Runtime:
 
     async def close(self) -> None:
         self.pauses.remove()
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self.tasks)
         self.tasks.clear()
         await self.live.settle()
         await self.sender.aclose()
