@@ -68,6 +68,7 @@ def create_app(
         init_timeout_seconds=settings.connection_init_timeout_seconds,
         max_subscriptions=settings.max_subscriptions_per_connection,
         max_connections_per_tenant=settings.max_connections_per_tenant,
+        stopping=rt.stopping,
         max_tokens=settings.max_tokens,
     )
 

@@ -149,7 +149,7 @@ Press Ctrl-C to stop.
         flush=True,
     )
     try:
-        await _serve(app, args.host, args.port)
+        await _serve(app, args.host, args.port, stopping=runtime.stopping)
     finally:
         busy.cancel()
         await fleet.stop(members)
@@ -230,11 +230,13 @@ async def _credentials_valid(runtime: Any, credentials: list[dict[str, str]]) ->
 
 
 SHUTDOWN_GRACE_SECONDS = 5
-"""How long a stopping server lets requests still running finish: a subscription streamed
-over Server-Sent Events never finishes by itself, and would hold the server up for good."""
+"""How long a stopping server lets requests still running finish before it cuts them.
+Subscriptions streamed over Server-Sent Events end by themselves (``complete``) the moment
+it starts stopping (``Runtime.stopping``); this bounds whatever else would not finish."""
 
 
-async def _serve(app: Any, host: str, port: int) -> None:
+async def _serve(app: Any, host: str, port: int, *, stopping: asyncio.Event) -> None:
+    """Serve ``app`` until a signal; ``stopping`` is set the moment one arrives."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -244,7 +246,7 @@ async def _serve(app: Any, host: str, port: int) -> None:
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
-    server = _Server(config)
+    server = _Server(config, stopping=stopping)
     await server.serve()
     print("stockgraph stopped", flush=True)
 
@@ -257,11 +259,19 @@ class _Server(uvicorn.Server):
     included) has already finished by then, so the signal is not raised again.
     """
 
+    def __init__(self, config: uvicorn.Config, *, stopping: asyncio.Event) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+        self._loop: asyncio.AbstractEventLoop | None = None
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+        if self._loop is not None:  # a signal handler: hand the event to the loop
+            self._loop.call_soon_threadsafe(self._stopping.set)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
         _settle_garbage_collector()
 
@@ -300,7 +310,9 @@ async def _serve_command(args: argparse.Namespace) -> None:
     except BaseException:
         await runtime.close()
         raise
-    await _serve(create_app(settings, runtime=runtime), args.host, args.port)
+    await _serve(
+        create_app(settings, runtime=runtime), args.host, args.port, stopping=runtime.stopping
+    )
 
 
 async def _migrate(args: argparse.Namespace) -> None:

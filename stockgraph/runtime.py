@@ -125,6 +125,9 @@ class Runtime:
     redis: Redis | None = None
     budget_failover: Failover = field(default_factory=lambda: Failover(name="WMS budgets"))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server starts to stop: streams of results end cleanly rather than wait
+    to be cut."""
     stream: EventStream | None = None
     """With Redis, the bus every process shares; it delivers to :attr:`bus`."""
 

@@ -51,9 +51,18 @@ def _body(result: Any) -> dict[str, Any]:
 
 
 async def event_stream(
-    schema: BaseSchema, request: Request, context: Context, *, keep_alive_seconds: float = 15.0
+    schema: BaseSchema,
+    request: Request,
+    context: Context,
+    *,
+    keep_alive_seconds: float = 15.0,
+    stopping: asyncio.Event | None = None,
 ) -> Response:
-    """Run the operation in ``request`` and stream its results as Server-Sent Events."""
+    """Run the operation in ``request`` and stream its results as Server-Sent Events.
+
+    A subscription's stream ends with ``complete`` once ``stopping`` is set (the server is
+    stopping), so that the server need not cut it: the client may reconnect elsewhere.
+    """
     try:
         payload = orjson.loads(await request.body())
         query = payload["query"]
@@ -81,13 +90,18 @@ async def event_stream(
             yield _event("complete")
             return
         pending: asyncio.Future[Any] | None = None
+        stop = asyncio.ensure_future((stopping or asyncio.Event()).wait())
         try:
             while True:
                 pending = pending or asyncio.ensure_future(results.__anext__())
-                done, _ = await asyncio.wait({pending}, timeout=keep_alive_seconds)
+                done, _ = await asyncio.wait(
+                    {pending, stop}, timeout=keep_alive_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
                 if not done:
                     yield b": keep-alive\n\n"
                     continue
+                if pending not in done:  # stopping
+                    break
                 try:
                     result = pending.result()
                 except StopAsyncIteration:
@@ -97,6 +111,7 @@ async def event_stream(
                 yield _event("next", _body(result))
             yield _event("complete")
         finally:
+            stop.cancel()
             if pending is not None:
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):

@@ -122,6 +122,7 @@ class GraphQLView(GraphQL[Context, RootValue]):
         init_timeout_seconds: float = 10.0,
         max_subscriptions: int = 20,
         max_connections_per_tenant: int = 1000,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -146,6 +147,7 @@ class GraphQLView(GraphQL[Context, RootValue]):
         self._max_connections = max_connections_per_tenant
         self._inflight: dict[Hashable, asyncio.Future[_Shared | None]] = {}
         self._max_tokens = max_tokens
+        self._stopping = stopping
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -174,7 +176,7 @@ class GraphQLView(GraphQL[Context, RootValue]):
             )
         elif wants_event_stream(request):
             context = Context(principal=principal, services=self._services, limits=self._limits)
-            response = await event_stream(self.schema, request, context)
+            response = await event_stream(self.schema, request, context, stopping=self._stopping)
         else:
             response = await self._answer(request, principal)
         await response(scope, receive, send)

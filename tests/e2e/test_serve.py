@@ -160,8 +160,8 @@ def test_serve_applies_the_topology_and_answers_its_clients(tmp_path: Path) -> N
 
 
 def test_serve_stops_while_a_subscriber_streams_server_sent_events(tmp_path: Path) -> None:
-    """An ops dashboard subscribed over SSE never ends its request: a stopping server lets
-    it run a few seconds, then cuts it, rather than wait for it forever."""
+    """An ops dashboard subscribed over SSE never ends its request by itself: a stopping
+    server ends the stream with ``complete`` and exits, rather than wait for it forever."""
     with serving(tmp_path) as server:
         key = _credential("keys", server.env)["api_key"]
         headers = {"X-API-Key": key, "Accept": "text/event-stream"}
@@ -172,5 +172,9 @@ def test_serve_stops_while_a_subscriber_streams_server_sent_events(tmp_path: Pat
             assert streaming.status_code == 200
             assert streaming.headers["content-type"].startswith("text/event-stream")
             server.process.send_signal(signal.SIGINT)
+            lines = list(streaming.iter_lines())  # to the end of the stream
+            assert "event: complete" in lines
             assert server.process.wait(timeout=30) == 0
-        assert server.log.read_text().rstrip().endswith("stockgraph stopped")
+        log = server.log.read_text()
+        assert log.rstrip().endswith("stockgraph stopped")
+        assert "Traceback" not in log and "timeout graceful shutdown" not in log
