@@ -45,7 +45,7 @@ from stockgraph.connectors.rest import wire
 from stockgraph.connectors.simulation import SimEvent, SimulatedWms, WebhookPusher
 from stockgraph.persistence.database import normalise_url
 from stockgraph.schema.relay import from_cursor
-from tests.e2e.conftest import free_port, stockgraph
+from tests.e2e.conftest import free_port, stockgraph, stop
 from tests.integration import conftest as integration
 
 pytestmark = pytest.mark.e2e
@@ -149,13 +149,8 @@ class Server:
         self.process.wait(timeout=15)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+        if self.process is not None:
+            stop(self.process)
 
     @property
     def log(self) -> str:
