@@ -103,13 +103,6 @@ class InstanceMapping:
             return Unmappable(f"unit {unit!r} of {wms_sku} is not configured", "UNKNOWN_UNIT")
         return found
 
-    def quantity(self, wms_sku: str, unit: str, value: Decimal | int | str) -> int | Unmappable:
-        """``value`` of ``unit`` as whole base units."""
-        factor = self.factor(wms_sku, unit)
-        if isinstance(factor, Unmappable):
-            return factor
-        return _base_units(wms_sku, unit, value, factor)
-
     def level(
         self,
         wms_sku: str,
