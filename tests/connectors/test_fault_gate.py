@@ -36,9 +36,8 @@ async def test_the_answer_is_made_at_once_and_sent_after_the_latency() -> None:
 
 async def test_work_inside_the_latency_is_not_added_to_it() -> None:
     """Two requests whose answers take most of the latency to work out, one after the
-    other on the one event loop: the second is answered once its own latency has passed
-    since the loop took it up (after the first one's work), not after the latency and then
-    both pieces of work."""
+    other on the one event loop: each is answered once its own latency has passed since it
+    arrived, not after the latency and then both pieces of work."""
     work_s = LATENCY_S * 0.6
 
     async def busy() -> Response:
@@ -51,6 +50,30 @@ async def test_work_inside_the_latency_is_not_added_to_it() -> None:
     elapsed = time.monotonic() - started
     assert elapsed >= 2 * work_s
     assert elapsed < LATENCY_S + 1.5 * work_s  # the old way took LATENCY_S + 2 * work_s
+
+
+async def test_requests_arriving_together_start_their_latency_together() -> None:
+    """Three requests reach the process at once and each answer takes a third of the
+    latency to work out: all three clocks start on arrival, so the last answer goes when
+    the latency has passed. Started after the others' work instead, the last one's clock
+    would start two pieces of work late."""
+    latency_s, work_s = 0.2, 0.06
+    g = FaultGate(Faults(latency_ms=latency_s * 1000), random.Random(0))
+    finished: list[float] = []
+
+    async def busy() -> Response:
+        time.sleep(work_s)  # noqa: ASYNC251 - holds the loop, as a real answer's work does
+        return Response(b"ok")
+
+    async def ask() -> None:
+        await g.answer(busy)
+        finished.append(time.monotonic())
+
+    started = time.monotonic()
+    await asyncio.gather(ask(), ask(), ask())
+    assert len(finished) == 3
+    assert min(finished) - started >= latency_s
+    assert max(finished) - started < latency_s + work_s  # late clocks: >= latency + 2 works
 
 
 async def test_a_fault_is_also_answered_after_the_latency() -> None:
