@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -79,6 +80,13 @@ def _selects(info: Info, name: str) -> bool:
         return False
 
     return any(walk(field.selections) for field in info.selected_fields)
+
+
+def warn_unknown(info: Info, codes: Sequence[str]) -> None:
+    """Tell the caller which of the codes asked name no item: a typo answers nothing, not
+    silently."""
+    if codes:
+        info.context.warn("UNKNOWN_SKU", "these SKUs name no item of yours", skus=list(codes))
 
 
 def check_skus(info: Info, skus: list[str]) -> None:
@@ -176,7 +184,14 @@ class Query:
         )
         # An alias with no level yet is covered by the code asked; others by their SKU.
         info.context.cover(skus)
-        info.context.cover(answer.level.sku for answer in answers)
+        answered = {answer.level.sku for answer in answers}
+        info.context.cover(answered)
+        # A code with levels names an item; of the others, some may name none at all.
+        if unanswered := [code for code in skus if code not in answered]:
+            tenant = info.context.principal.tenant_id
+            warn_unknown(
+                info, await info.context.services.catalog.unknown_codes(tenant, unanswered)
+            )
         views: dict[WarehouseId, Warehouse] = {}
         levels: list[InventoryLevel] = []
         for answer in answers:
@@ -230,12 +245,7 @@ class Query:
         )
         info.context.cover(skus)
         info.context.cover(answer.skus)
-        if answer.unknown_codes:
-            info.context.warn(
-                "UNKNOWN_SKU",
-                "these SKUs name no item of yours",
-                skus=list(answer.unknown_codes),
-            )
+        warn_unknown(info, answer.unknown_codes)
         by_id = mine.by_id if mine else {}
         views: dict[WarehouseId, Warehouse] = {}
 

@@ -62,3 +62,13 @@ class CatalogService:
                 if item.sku == code:
                     known.add(code)
         return list(found)
+
+    async def unknown_codes(self, tenant_id: TenantId, codes: Sequence[str]) -> list[str]:
+        """Those of ``codes`` that name no item of the tenant (neither a SKU nor an alias),
+        each once, in order."""
+        known = self._skus.get(tenant_id, set())
+        rest = list(dict.fromkeys(code for code in codes if code not in known))
+        if not rest:
+            return []
+        items = await self.items_by_code(tenant_id, rest)
+        return [code for code in rest if code not in items]

@@ -232,6 +232,20 @@ def test_unknown_skus_come_back_as_a_warning(demo: Demo) -> None:
     assert body["extensions"]["warnings"][0]["code"] == "UNKNOWN_SKU"
 
 
+def test_unknown_skus_of_inventory_levels_come_back_as_a_warning(demo: Demo) -> None:
+    token = demo.token()
+    for _ in range(2):  # the second answer may come from the response cache: still said
+        response = demo.graphql(
+            '{ inventoryLevels(skus: ["SKU-00001", "NOPE"]) { sku } }',
+            Authorization=f"Bearer {token}",
+        )
+        body = response.json()
+        assert {level["sku"] for level in body["data"]["inventoryLevels"]} == {"SKU-00001"}
+        assert body["extensions"]["warnings"] == [
+            {"code": "UNKNOWN_SKU", "message": "these SKUs name no item of yours", "skus": ["NOPE"]}
+        ]
+
+
 COST_KEYS = {"requestedQueryCost", "actualQueryCost", "throttleStatus", "upstreams"}
 THROTTLE_KEYS = {"maximumAvailable", "currentlyAvailable", "restoreRate"}
 

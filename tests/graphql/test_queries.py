@@ -137,6 +137,35 @@ async def test_availability_names_unknown_skus_in_a_warning(runtime: Runtime) ->
     assert result.context.warnings[0]["skus"] == ["NOPE-1"]
 
 
+async def test_inventory_levels_name_unknown_skus_in_a_warning(runtime: Runtime) -> None:
+    """A code naming no item answers no level and says so; a SKU and an alias that name
+    items are not named, whether read from the projection or from the ledger."""
+    for when in ("", ', asOf: "2030-01-01T00:00:00Z"'):
+        result = await run(
+            runtime,
+            f'{{ inventoryLevels(skus:["SKU-00001","NOPE-1","AC000007","NOPE-1"]{when})'
+            " { sku } }",
+        )
+        assert result.errors == []
+        assert {level["sku"] for level in result.data["inventoryLevels"]} == {
+            "SKU-00001",
+            "SKU-00007",
+        }
+        assert result.context.warnings == [
+            {
+                "code": "UNKNOWN_SKU",
+                "message": "these SKUs name no item of yours",
+                "skus": ["NOPE-1"],
+            }
+        ]
+
+
+async def test_inventory_levels_of_known_skus_carry_no_warning(runtime: Runtime) -> None:
+    result = await run(runtime, '{ inventoryLevels(skus:["SKU-00001","AC000007"]) { sku } }')
+    assert result.data["inventoryLevels"]
+    assert result.context.warnings == []
+
+
 async def test_warehouses_page_through_with_cursors(runtime: Runtime) -> None:
     query = """query($after: String){ warehouses(first: 10, after: $after) {
         edges { cursor node { code name region location { lat lng } dialect } }
