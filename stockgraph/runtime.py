@@ -68,14 +68,14 @@ from stockgraph.services.ingestion import (
 from stockgraph.services.inventory import InventoryService
 from stockgraph.services.live import LiveReads
 from stockgraph.services.operations import OperationsService
-from stockgraph.services.ports import CatalogReader, CostBuckets, ProjectionChanged, StockReader
+from stockgraph.services.ports import CatalogReader, CostBuckets, StockReader
 from stockgraph.services.sync import SyncService
 from stockgraph.services.webhooks import WebhookService
 from stockgraph.wiring import (
-    after_commit,
     build_token_service,
     connection_of,
     gauges,
+    outbox_written,
     stop_tasks,
     utc_now,
     warehouse_specs,
@@ -112,8 +112,6 @@ class Runtime:
     """Publishes what the outbox committed: to the Redis stream, or this process's bus."""
     feed: EventFeed
     retention: OutboxRetention
-    committed: ProjectionChanged
-    """What follows every commit that changed a projection (see :func:`after_commit`)."""
     webhooks: WebhookService
     dispatcher: Dispatcher
     """Queues a delivery per subscribed endpoint for every committed outbox event."""
@@ -144,30 +142,7 @@ class Runtime:
         engine = create_engine(settings.database_url)
         now = clock or utc_now
         tokens = build_token_service(settings)
-        stock = SqlStockStore(engine=engine)
-        catalog_reader: CatalogReader = SqlCatalogStore(engine=engine)
-        stock_reader: StockReader = stock
-        caches: list[Invalidated] = []
-        ttl = settings.response_cache_ttl_seconds
         namespace = settings.redis_prefix
-        response_cache: ResponseCache[CachedAnswer] | None = None
-        if settings.response_cache_size:
-            response_cache = ResponseCache(
-                max_entries=settings.response_cache_size, ttl_seconds=ttl
-            )
-            caches.append(response_cache)
-        if settings.read_cache_size:
-            cached_stock = CachedStockReader(
-                reader=stock,
-                cache=ResponseCache(max_entries=settings.read_cache_size, ttl_seconds=ttl),
-            )
-            cached_catalog = CachedCatalogReader(
-                reader=catalog_reader, cache=ResponseCache(max_entries=1024, ttl_seconds=ttl)
-            )
-            stock_reader, catalog_reader = cached_stock, cached_catalog
-            caches += [cached_stock, cached_catalog]
-        catalog = CatalogService(reader=catalog_reader)
-        instances: dict[str, ConnectorInstance] = {}
         # Opens no connection until the first command, which the lifespan's loop sends.
         redis = None
         if settings.redis_url:
@@ -175,18 +150,6 @@ class Runtime:
             redis = Redis.from_url(
                 settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
             )
-        shared_answers = (
-            SharedAnswers(
-                redis=redis,
-                ttl_seconds=ttl,
-                prefix=f"{namespace}:answers:",
-                failover=Failover(
-                    name="shared answers", retry_seconds=settings.redis_retry_seconds
-                ),
-            )
-            if redis is not None and response_cache is not None
-            else None
-        )
         event_log = SqlEventLog(engine=engine)
         bus = MemoryBus()
         stream = None
@@ -227,6 +190,42 @@ class Runtime:
             idle_seconds=settings.outbox_poll_seconds,
         )
 
+        outbox = outbox_written(relay, dispatcher)
+        stock = SqlStockStore(engine=engine, on_outbox=outbox)
+        catalog_reader: CatalogReader = SqlCatalogStore(engine=engine)
+        stock_reader: StockReader = stock
+        caches: list[Invalidated] = []
+        ttl = settings.response_cache_ttl_seconds
+        response_cache: ResponseCache[CachedAnswer] | None = None
+        if settings.response_cache_size:
+            response_cache = ResponseCache(
+                max_entries=settings.response_cache_size, ttl_seconds=ttl
+            )
+            caches.append(response_cache)
+        if settings.read_cache_size:
+            cached_stock = CachedStockReader(
+                reader=stock,
+                cache=ResponseCache(max_entries=settings.read_cache_size, ttl_seconds=ttl),
+            )
+            cached_catalog = CachedCatalogReader(
+                reader=catalog_reader, cache=ResponseCache(max_entries=1024, ttl_seconds=ttl)
+            )
+            stock_reader, catalog_reader = cached_stock, cached_catalog
+            caches += [cached_stock, cached_catalog]
+        catalog = CatalogService(reader=catalog_reader)
+        instances: dict[str, ConnectorInstance] = {}
+        shared_answers = (
+            SharedAnswers(
+                redis=redis,
+                ttl_seconds=ttl,
+                prefix=f"{namespace}:answers:",
+                failover=Failover(
+                    name="shared answers", retry_seconds=settings.redis_retry_seconds
+                ),
+            )
+            if redis is not None and response_cache is not None
+            else None
+        )
         invalidations = Invalidations(
             apply=invalidate_all(caches),
             shared=shared_answers,
@@ -243,7 +242,6 @@ class Runtime:
                 else None
             ),
         )
-        committed = after_commit(invalidations, relay, dispatcher)
 
         policy = BucketPolicy(
             capacity=settings.cost_bucket_size, restore_rate=settings.cost_restore_rate
@@ -257,27 +255,25 @@ class Runtime:
             )
 
         def unit_of_work() -> SqlUnitOfWork:
-            return SqlUnitOfWork(engine=engine)
+            return SqlUnitOfWork(engine=engine, on_outbox=outbox)
 
         ingestion = IngestionService(
             instances=instances.get,
             inbox=SqlInbox(engine=engine),
             unit_of_work=unit_of_work,
-            on_change=committed,
+            on_change=invalidations.changed,
         )
         sync = SyncService(
             ingestion=ingestion,
             states=SqlConnectorStates(engine=engine),
             unit_of_work=unit_of_work,
-            on_change=committed,
+            on_change=invalidations.changed,
         )
         live = LiveReads(
             instances=lambda: list(instances.values()),
             ingestion=ingestion,
             unit_of_work=unit_of_work,
-            on_change=committed,
-            # Levels confirmed or about to be written: stale answers, nothing to publish.
-            on_stale=invalidations.changed,
+            on_change=invalidations.changed,
         )
         return cls(
             settings=settings,
@@ -305,7 +301,6 @@ class Runtime:
             buckets=buckets,
             bus=bus,
             relay=relay,
-            committed=committed,
             feed=EventFeed(log=event_log, bus=bus),
             retention=OutboxRetention(
                 outbox=event_log,
@@ -418,8 +413,10 @@ class Runtime:
 
     def projection_changed(self, tenant_id: TenantId, skus: Collection[Sku] | None = None) -> None:
         """Called after every committed change to a tenant's projection (the SKUs written)
-        or catalogue (None: anything may have changed)."""
-        self.committed(tenant_id, skus)
+        or catalogue (None: anything may have changed): cached answers are dropped here and
+        (with Redis) in every process. Outbox events the commit wrote have woken the relay
+        and the webhook dispatcher already (see :func:`outbox_written`)."""
+        self.invalidations.changed(tenant_id, skus)
 
     async def connect_instances(
         self,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,14 +15,12 @@ from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 
 from stockgraph.auth.tokens import SigningKey, TokenService
-from stockgraph.cache.invalidation import Invalidations
 from stockgraph.config import ConfigError, MappingConfig, Settings, Topology
-from stockgraph.domain.ids import Sku, TenantId
+from stockgraph.domain.ids import TenantId
 from stockgraph.domain.mapping import InstanceMapping
 from stockgraph.domain.model import GeoPoint, WarehouseSpec
 from stockgraph.events.dispatch import Dispatcher
 from stockgraph.events.relay import Relay
-from stockgraph.services.ports import ProjectionChanged
 
 log = logging.getLogger("stockgraph.runtime")
 
@@ -100,19 +98,16 @@ def instance_mapping(
     )
 
 
-def after_commit(
-    invalidations: Invalidations, relay: Relay, dispatcher: Dispatcher | None = None
-) -> ProjectionChanged:
-    """Everything a committed change to a projection must tell, in one place: the caches
-    (here and, through Redis, elsewhere), then the outbox relay and the webhook dispatcher."""
+def outbox_written(relay: Relay, dispatcher: Dispatcher | None = None) -> Callable[[], None]:
+    """What a commit that wrote outbox events must tell: the relay (subscribers) and the
+    webhook dispatcher (endpoints), which then read the outbox past where they are."""
 
-    def committed(tenant_id: TenantId, skus: Collection[Sku] | None) -> None:
-        invalidations.changed(tenant_id, skus)
+    def wake() -> None:
         relay.wake()
         if dispatcher is not None:
             dispatcher.wake()
 
-    return committed
+    return wake
 
 
 async def stop_tasks(

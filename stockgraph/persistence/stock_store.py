@@ -7,7 +7,7 @@ outbox event in the same transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
@@ -164,10 +164,13 @@ class SqlStockStore:
     """Implements the ``StockReader`` and ``StockWriter`` ports on SQLAlchemy Core.
 
     Every read is one statement whatever the number of SKUs and warehouses asked.
+    ``on_outbox`` is called after a commit that wrote outbox events (see
+    :class:`~stockgraph.persistence.unit_of_work.SqlUnitOfWork`).
     """
 
-    def __init__(self, *, engine: AsyncEngine) -> None:
+    def __init__(self, *, engine: AsyncEngine, on_outbox: Callable[[], None] | None = None) -> None:
         self._engine = engine
+        self._on_outbox = on_outbox
 
     async def levels(
         self,
@@ -313,4 +316,6 @@ class SqlStockStore:
                     detail={"levels": len(fresh), "batch": str(uuid.uuid4())},
                 )
             )
+        if self._on_outbox is not None:
+            self._on_outbox()
         return len(fresh)

@@ -149,15 +149,22 @@ def _levels_for_update(lock: bool, pairs: bool) -> Select[Any]:
 
 
 class SqlUnitOfWork:
-    """Implements the services' ``UnitOfWork`` port on one SQLAlchemy transaction."""
+    """Implements the services' ``UnitOfWork`` port on one SQLAlchemy transaction.
 
-    def __init__(self, *, engine: AsyncEngine) -> None:
+    ``on_outbox`` is called once a commit has made outbox events visible (ledger movements,
+    sync alerts): the relay and the webhook dispatcher wake on it. A transaction that wrote
+    none tells nobody.
+    """
+
+    def __init__(self, *, engine: AsyncEngine, on_outbox: Callable[[], None] | None = None) -> None:
         self._engine = engine
         self._conn: AsyncConnection | None = None
         self._tx: AsyncTransaction | None = None
         self._committed = False
         self._gate = write_gate(engine)
         self._leave_gate: Callable[[], None] | None = None
+        self._on_outbox = on_outbox
+        self._wrote_outbox = False
 
     async def _writing(self) -> None:
         """Called before the first write: wait for this process's turn to write."""
@@ -168,6 +175,7 @@ class SqlUnitOfWork:
         self._conn = await self._engine.connect()
         self._tx = await self._conn.begin()
         self._committed = False
+        self._wrote_outbox = False
         return self
 
     async def __aexit__(
@@ -196,6 +204,7 @@ class SqlUnitOfWork:
         if self._leave_gate is None:
             await self._tx.commit()
             self._committed = True
+            self._tell_outbox()
             return
         # Holding the turn to write: whatever waits for it (receipts) commits with this.
         finish = await self._gate.board(self._conn)
@@ -208,6 +217,13 @@ class SqlUnitOfWork:
         finish(True)
         self._leave_gate()
         self._leave_gate = None
+        self._tell_outbox()
+
+    def _tell_outbox(self) -> None:
+        if self._wrote_outbox:
+            self._wrote_outbox = False
+            if self._on_outbox is not None:
+                self._on_outbox()
 
     @property
     def _c(self) -> AsyncConnection:
@@ -361,6 +377,7 @@ class SqlUnitOfWork:
         """Append ledger rows and one ``stock.changed`` outbox event each: two statements."""
         await self._writing()
         await append_movements(self._c, movements, recorded_at=datetime.now(UTC))
+        self._wrote_outbox = self._wrote_outbox or bool(movements)
 
     async def add_exception(
         self,
@@ -398,6 +415,7 @@ class SqlUnitOfWork:
             created_at=now,
         )
         await self._c.execute(insert(_outbox), [alert])
+        self._wrote_outbox = True
 
     async def add_audits(self, entries: Sequence[AuditEntry]) -> None:
         """Append audit events, in one statement."""

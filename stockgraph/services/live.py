@@ -103,12 +103,10 @@ class LiveReads:
         max_pending: int = 4,
         refresh_seconds: float = 1.0,
         on_change: ProjectionChanged = lambda _t, _s: None,
-        on_stale: ProjectionChanged | None = None,
     ) -> None:
-        """``on_change`` hears of SKUs whose levels a write-back changed (what a commit
-        that wrote the ledger and outbox must tell); ``on_stale`` (``on_change`` when not
-        given) of those whose cached answers no longer hold though nothing moved: about to
-        be written, or only brought up to date."""
+        """``on_change`` hears of SKUs whose cached answers no longer hold: about to be
+        written back, then written (changed, or only brought up to date). What the
+        write-back's commit put in the outbox is told by the unit of work itself."""
         self._instances = instances
         self._ingestion = ingestion
         self._uow = unit_of_work
@@ -117,7 +115,6 @@ class LiveReads:
         self._max_pending = max_pending
         self._refresh = timedelta(seconds=refresh_seconds)
         self._on_change = on_change
-        self._on_stale = on_stale or on_change
         self._pending: dict[asyncio.Task[None], TenantId] = {}
 
     def instance_count(self, tenant_id: TenantId) -> int:
@@ -251,7 +248,7 @@ class LiveReads:
             # Answers cached from the projection no longer hold for the SKUs about to be
             # written; the write-back's commit drops them again, with whatever was computed
             # in between. An instance with nothing new leaves its SKUs' answers be.
-            self._on_stale(tenant_id, changing)
+            self._on_change(tenant_id, changing)
         return found
 
     async def written_back(self, tenant_id: TenantId) -> None:
@@ -321,11 +318,8 @@ class LiveReads:
                     log.info("%s; writing those answers back in full", exc)
                     again = [(instance, [answer]) for instance, answer, _ in confirmations]
                     report.add(await together_or_alone(again, self._apply, _connector_id))
-            touched = report.touched.get(tenant_id, set())
-            if touched and (report.applied or report.exceptions):
+            if touched := report.touched.get(tenant_id, set()):
                 self._on_change(tenant_id, touched)
-            elif touched:
-                self._on_stale(tenant_id, touched)
         except Exception:
             log.exception("writing a live answer back failed")
 

@@ -19,8 +19,10 @@ from stockgraph.app import create_app
 from stockgraph.auth.principal import Principal
 from stockgraph.auth.scopes import Scope
 from stockgraph.connectors.signing import sign
-from stockgraph.domain.ids import TenantId, WarehouseId
+from stockgraph.domain.ids import CorrelationId, Sku, TenantId, WarehouseId
 from stockgraph.domain.mapping import InstanceMapping
+from stockgraph.domain.model import InitialStock
+from stockgraph.domain.quantities import StockQuantities
 from stockgraph.events.streams import event_id
 from stockgraph.runtime import Runtime
 from stockgraph.schema.build import build_schema
@@ -118,6 +120,44 @@ async def test_a_webhook_applied_in_a_process_wakes_its_own_subscribers(single: 
     result = await _first_change_seen(single, single, 37)
     assert result.errors is None, result.errors
     assert result.data["stockChanged"]["level"]["onHand"] == 37
+
+
+async def test_stock_loaded_in_a_process_wakes_its_own_subscribers(single: Runtime) -> None:
+    """Loading initial stock writes the outbox outside any unit of work: its store tells
+    the relay itself."""
+    # The database is this test's own copy: one level is taken away to be loaded again.
+    async with single.engine.begin() as conn:
+        wid = (
+            await conn.execute(
+                text("SELECT id FROM warehouses WHERE tenant_id = 'acme' ORDER BY code LIMIT 1")
+            )
+        ).scalar_one()
+        await conn.execute(
+            text("DELETE FROM stock_levels WHERE warehouse_id = :w AND sku = 'SKU-00001'"),
+            {"w": wid},
+        )
+    context = Context(
+        principal=Principal(TenantId("acme"), "dashboard", frozenset(Scope)),
+        services=single.services(),
+    )
+    stream: Any = await SCHEMA.subscribe(CHANGES, context_value=context)
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.2)  # subscribed
+    loaded = await single.stock_store.load_initial(
+        TenantId("acme"),
+        [
+            InitialStock(
+                WarehouseId(wid), Sku("SKU-00001"), StockQuantities.from_physical(on_hand=9)
+            )
+        ],
+        correlation_id=CorrelationId("seed-test"),
+        actor="test",
+    )
+    assert loaded == 1
+    result = await asyncio.wait_for(first, 5)
+    await stream.aclose()
+    assert result.errors is None, result.errors
+    assert result.data["stockChanged"]["level"]["onHand"] == 9
 
 
 @pytest.mark.postgres

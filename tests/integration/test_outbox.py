@@ -5,9 +5,10 @@ Tests taking ``engine`` run on SQLite and on PostgreSQL, each in a fresh migrate
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
@@ -305,6 +306,69 @@ async def test_a_unit_of_work_left_uncommitted_writes_no_outbox_event(engine: As
     await _commit(engine, _movement(site, 7))
 
     assert await _count(engine, _moves) == await _count(engine, _outbox) == 1
+
+
+async def test_a_unit_of_work_tells_of_the_outbox_after_committing_what_it_wrote_there(
+    engine: AsyncEngine,
+) -> None:
+    """The relay and the webhook dispatcher wake on this: once per commit that wrote outbox
+    events (ledger movements, sync alerts), with the events already visible to a reader;
+    never for a transaction that wrote none or did not commit."""
+    site = await _site(engine)
+    seen: list[int] = []
+    told: list[asyncio.Task[None]] = []
+
+    async def visible() -> None:
+        seen.append(await _count(engine, _outbox))
+
+    def on_outbox() -> None:
+        told.append(asyncio.ensure_future(visible()))
+
+    async def unit(write: Callable[[SqlUnitOfWork], Awaitable[None]], *, commit: bool) -> None:
+        async with SqlUnitOfWork(engine=engine, on_outbox=on_outbox) as uow:
+            await write(uow)
+            if commit:
+                await uow.commit()
+        await asyncio.gather(*told)
+
+    async def movement(uow: SqlUnitOfWork) -> None:
+        await uow.add_movements([_movement(site, 5)])
+
+    async def nothing(uow: SqlUnitOfWork) -> None:
+        await uow.add_movements([])
+
+    async def alert(uow: SqlUnitOfWork) -> None:
+        await uow.add_exception(
+            tenant_id=site.tenant_id,
+            connector_id=site.connector_id,
+            event_id="evt-1",
+            code="MALFORMED",
+            reason="not JSON",
+            raw="{",
+        )
+
+    await unit(movement, commit=False)
+    await unit(nothing, commit=True)
+    assert told == []
+    await unit(movement, commit=True)
+    await unit(alert, commit=True)
+    assert seen == [1, 2]
+
+
+async def test_loading_initial_stock_tells_of_the_outbox_only_when_it_wrote_there(
+    engine: AsyncEngine,
+) -> None:
+    site = await _site(engine)
+    told: list[int] = []
+    store = SqlStockStore(engine=engine, on_outbox=lambda: told.append(1))
+    entries = [
+        InitialStock(site.warehouse_id, site.skus[0], StockQuantities.from_physical(on_hand=3))
+    ]
+    for _ in range(2):  # the second time, the level exists: nothing is written
+        await store.load_initial(
+            site.tenant_id, entries, correlation_id=CorrelationId("c"), actor=ACTOR
+        )
+    assert told == [1]
 
 
 async def test_events_are_read_after_an_id_in_order_per_tenant_and_topic_up_to_a_limit(
