@@ -28,6 +28,7 @@ Environment (all optional)::
                                   list ([5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200])
     STOCKGRAPH_WEBHOOK_TIMEOUT_SECONDS  the most one attempt may take (10)
     STOCKGRAPH_WEBHOOK_MAX_IN_FLIGHT  attempts at once per endpoint, per process (4)
+    STOCKGRAPH_WEBHOOK_SECRET_OVERLAP_HOURS  how long a rotated-out secret still signs (24)
 
 The TOML file::
 
@@ -286,6 +287,7 @@ class Settings(BaseSettings):
     webhook_retry_schedule: tuple[float, ...] = Field(default=DEFAULT_RETRY_DELAYS, min_length=1)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     webhook_max_in_flight: int = Field(default=4, ge=1, le=1000)
+    webhook_secret_overlap_hours: float = Field(default=24.0, ge=0, le=24 * 30)
 
     @field_validator("webhook_retry_schedule")
     @classmethod

@@ -311,7 +311,10 @@ class Runtime:
                 deliveries=queue,
             ),
             webhooks=WebhookService(
-                store=SqlWebhookStore(engine=engine), clock=now, on_queued=sender.wake
+                store=SqlWebhookStore(engine=engine),
+                clock=now,
+                on_queued=sender.wake,
+                secret_overlap=timedelta(hours=settings.webhook_secret_overlap_hours),
             ),
             dispatcher=dispatcher,
             sender=sender,

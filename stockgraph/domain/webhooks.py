@@ -108,6 +108,8 @@ class WebhookEndpoint:
     disabled_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    previous_secret_until: datetime | None = None
+    """Until when the secret replaced by the last rotation still signs requests too."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,7 +221,7 @@ class Sender:
         self, claim: Claim, at: datetime
     ) -> tuple[int | None, Mapping[str, str] | None, str | None, int]:
         """(status, headers, error, milliseconds) of one POST; status None when no answer."""
-        headers = signed_headers(claim.secret, claim.delivery_id, claim.body, at)
+        headers = signed_headers(claim.secrets, claim.delivery_id, claim.body, at)
         request = self._client.build_request(
             "POST", claim.url, content=claim.body.encode(), headers=headers
         )

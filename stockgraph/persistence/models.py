@@ -365,7 +365,9 @@ class WebhookEndpointRow(Base):
     """Where a tenant's events are POSTed, signed with ``secret`` (``whsec_...``).
 
     ``event_types`` is a JSON list of outbox topics. One endpoint per (tenant, URL). It
-    hears of events committed after it was created: those past ``since_event_id``.
+    hears of events committed after it was created: those past ``since_event_id``. After a
+    rotation the secret it replaced (``previous_secret``) signs every request too, until
+    ``previous_secret_until``: the receiver can switch secrets without refusing any.
     """
 
     __tablename__ = "webhook_endpoints"
@@ -375,6 +377,8 @@ class WebhookEndpointRow(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     url: Mapped[str] = mapped_column(String(2000))
     secret: Mapped[str] = mapped_column(String(200))
+    previous_secret: Mapped[str | None] = mapped_column(String(200))
+    previous_secret_until: Mapped[datetime | None]
     event_types: Mapped[list[str]] = mapped_column(JSON)
     description: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean)

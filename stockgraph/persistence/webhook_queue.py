@@ -77,7 +77,9 @@ class Claim:
     delivery_id: str
     endpoint_id: int
     url: str
-    secret: str
+    secrets: tuple[str, ...]
+    """What signs the attempt: the endpoint's secret, then the one it replaced while that
+    still signs (see ``WebhookEndpointRow``)."""
     body: str
     trigger: AttemptTrigger
 
@@ -292,9 +294,13 @@ class SqlWebhookQueue:
         async with self._engine.begin() as conn:
             endpoint = (
                 await conn.execute(
-                    select(_endpoints.c.url, _endpoints.c.secret, _endpoints.c.enabled).where(
-                        _endpoints.c.id == endpoint_id
-                    )
+                    select(
+                        _endpoints.c.url,
+                        _endpoints.c.secret,
+                        _endpoints.c.previous_secret,
+                        _endpoints.c.previous_secret_until,
+                        _endpoints.c.enabled,
+                    ).where(_endpoints.c.id == endpoint_id)
                 )
             ).first()
             if endpoint is None or not endpoint.enabled:
@@ -320,12 +326,16 @@ class SqlWebhookQueue:
                 )
             ).all()
         ordered = sorted(rows, key=lambda row: int(row.event_id))
+        secrets: tuple[str, ...] = (endpoint.secret,)
+        until = endpoint.previous_secret_until
+        if endpoint.previous_secret and until is not None and until > now:
+            secrets += (endpoint.previous_secret,)
         return [
             Claim(
                 delivery_id=row.id,
                 endpoint_id=endpoint_id,
                 url=endpoint.url,
-                secret=endpoint.secret,
+                secrets=secrets,
                 body=row.body,
                 trigger=AttemptTrigger(row.next_trigger),
             )

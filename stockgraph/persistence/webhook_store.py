@@ -47,6 +47,7 @@ _ENDPOINT_COLUMNS = (
     _endpoints.c.disabled_at,
     _endpoints.c.created_at,
     _endpoints.c.updated_at,
+    _endpoints.c.previous_secret_until,
 )
 
 _DELIVERY_COLUMNS = (
@@ -81,6 +82,7 @@ def endpoint_of(row: Any, *, prefix: str = "") -> WebhookEndpoint:
         disabled_at=column("disabled_at"),
         created_at=column("created_at"),
         updated_at=column("updated_at"),
+        previous_secret_until=column("previous_secret_until"),
     )
 
 
@@ -208,8 +210,12 @@ class SqlWebhookStore:
         enabled: bool | None = None,
         disabled_reason: str = "disabled by an operator",
         secret: str | None = None,
+        previous_until: datetime | None = None,
     ) -> WebhookEndpoint | None:
         """Change what is given; None when the tenant has no such endpoint.
+
+        A new ``secret`` keeps the one it replaces signing too until ``previous_until``
+        (None: not at all).
 
         Enabling a disabled endpoint queues its ``DISABLED`` deliveries again, due now;
         disabling one parks its undelivered deliveries as ``DISABLED``.
@@ -229,7 +235,12 @@ class SqlWebhookStore:
                 if description is not None:
                     values["description"] = description
                 if secret is not None:
+                    # The right side reads the row as it was: the secret being replaced.
                     values["secret"] = secret
+                    values["previous_secret"] = (
+                        None if previous_until is None else _endpoints.c.secret
+                    )
+                    values["previous_secret_until"] = previous_until
                 await conn.execute(
                     update(_endpoints).where(_endpoints.c.id == endpoint_id).values(**values)
                 )

@@ -63,6 +63,12 @@ class WebhookEndpoint:
     disabled_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    previous_secret_expires_at: datetime | None = strawberry.field(
+        description=(
+            "Until when the secret replaced by the last `rotateSecret` signs every request "
+            "too, beside the new one (a time past: it no longer does); null when none does."
+        )
+    )
 
     @classmethod
     def of(cls, endpoint: model.WebhookEndpoint) -> WebhookEndpoint:
@@ -76,6 +82,7 @@ class WebhookEndpoint:
             disabled_at=endpoint.disabled_at,
             created_at=endpoint.created_at,
             updated_at=endpoint.updated_at,
+            previous_secret_expires_at=endpoint.previous_secret_until,
         )
 
 
@@ -162,7 +169,11 @@ class UpdateWebhookEndpointInput:
         description="true sends the deliveries parked while it was disabled; false parks them.",
     )
     rotate_secret: bool = strawberry.field(
-        default=False, description="Replace the signing secret; the new one is returned once."
+        default=False,
+        description=(
+            "Replace the signing secret; the new one is returned once. The one it replaces "
+            "signs every request too until `previousSecretExpiresAt`."
+        ),
     )
 
 

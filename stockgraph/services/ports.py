@@ -269,9 +269,11 @@ class WebhookStore(Protocol):
         enabled: bool | None = None,
         disabled_reason: str = ...,
         secret: str | None = None,
+        previous_until: datetime | None = None,
     ) -> WebhookEndpoint | None:
         """Change what is given. Enabling requeues the endpoint's ``DISABLED`` deliveries,
-        due now; disabling parks its undelivered ones as ``DISABLED``."""
+        due now; disabling parks its undelivered ones as ``DISABLED``. A new ``secret``
+        keeps the replaced one signing too until ``previous_until``."""
 
     async def delete_endpoint(self, tenant_id: TenantId, endpoint_id: int) -> bool:
         """Remove the endpoint, its deliveries and their attempts."""

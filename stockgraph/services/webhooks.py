@@ -9,7 +9,7 @@ something became due (a replay, an endpoint enabled again).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from stockgraph.domain.ids import TenantId
 from stockgraph.domain.webhooks import (
@@ -26,6 +26,10 @@ from stockgraph.domain.webhooks import (
 from stockgraph.services.ports import WebhookStore
 
 MAX_DESCRIPTION = 500
+
+
+DEFAULT_SECRET_OVERLAP = timedelta(hours=24)
+"""How long a rotated-out secret keeps signing, unless configured otherwise."""
 
 
 def _now() -> datetime:
@@ -49,10 +53,13 @@ class WebhookService:
         store: WebhookStore,
         clock: Callable[[], datetime] = _now,
         on_queued: Callable[[], None] = lambda: None,
+        secret_overlap: timedelta = DEFAULT_SECRET_OVERLAP,
     ) -> None:
+        """``secret_overlap``: how long a secret replaced by a rotation still signs."""
         self._store = store
         self._clock = clock
         self._on_queued = on_queued
+        self._overlap = secret_overlap
 
     async def endpoints(
         self, tenant_id: TenantId, *, after_id: int | None, limit: int
@@ -99,18 +106,23 @@ class WebhookService:
         """The endpoint as changed, and its new secret when ``rotate_secret``.
 
         Enabling a disabled endpoint (after a 410, say) queues its parked deliveries again.
+        A rotated secret signs every request at once; the one it replaces signs them too
+        for ``secret_overlap``, so the receiver can switch without refusing any.
         """
+        now = self._clock()
         secret = new_secret() if rotate_secret else None
+        overlap = secret is not None and self._overlap > timedelta(0)
         updated = await self._store.update_endpoint(
             tenant_id,
             endpoint_id,
-            now=self._clock(),
+            now=now,
             url=check_url(url) if url is not None else None,
             event_types=check_event_types(event_types) if event_types is not None else None,
             description=_checked_description(description),
             enabled=enabled,
             disabled_reason=f"disabled by {actor}",
             secret=secret,
+            previous_until=now + self._overlap if overlap else None,
         )
         if updated is None:
             raise WebhookRefused.not_found("webhook endpoint")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -93,6 +94,31 @@ async def test_creating_an_endpoint_returns_its_secret_once(runtime: Runtime) ->
     [delivery] = seen.data["deliveries"]["edges"]
     assert delivery["node"]["status"] == "PENDING"
     assert delivery["node"]["endpoint"] == {"id": endpoint_id, "url": "https://oms.example/hooks"}
+
+
+async def test_rotating_a_secret_returns_the_new_one_and_says_how_long_the_old_signs(
+    runtime: Runtime,
+) -> None:
+    endpoint_id, secret, _ = await _endpoint_with_a_delivery(runtime)
+    listed = await run(
+        runtime, "{ webhookEndpoints { edges { node { previousSecretExpiresAt } } } }"
+    )
+    assert listed.data["webhookEndpoints"]["edges"][0]["node"] == {"previousSecretExpiresAt": None}
+    before = datetime.now(UTC)
+    rotated = await run(
+        runtime,
+        "mutation($id: ID!){ updateWebhookEndpoint(input: {id: $id, rotateSecret: true}) {"
+        " endpoint { previousSecretExpiresAt } secret userErrors { code } } }",
+        {"id": endpoint_id},
+    )
+    assert rotated.errors == []
+    payload = rotated.data["updateWebhookEndpoint"]
+    assert payload["userErrors"] == []
+    assert payload["secret"].startswith("whsec_") and payload["secret"] != secret
+    until = datetime.fromisoformat(payload["endpoint"]["previousSecretExpiresAt"])
+    assert before + timedelta(hours=24) <= until <= datetime.now(UTC) + timedelta(hours=24)
+    seen = await run(runtime, EVERYTHING)
+    assert payload["secret"] not in orjson.dumps(seen.data).decode()
 
 
 @pytest.mark.parametrize(

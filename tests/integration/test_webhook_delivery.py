@@ -42,6 +42,7 @@ from tests.integration.webhook_world import (
     new_tenant,
     send_round,
     signature_holds,
+    signed_with,
     statuses,
     stock_changes,
 )
@@ -201,6 +202,66 @@ async def test_gone_disables_the_endpoint_until_an_operator_enables_it(
     await send_round(runtime)
     assert statuses(await deliveries(runtime, tenant)) == {DeliveryStatus.DELIVERED}
     assert len(receiver.received(URL, ok=True)) == 4
+
+
+async def test_a_rotated_out_secret_signs_beside_the_new_one_until_the_overlap_ends(
+    world: tuple[Runtime, Receiver, Clock],
+) -> None:
+    runtime, receiver, clock = world
+    tenant = await new_tenant(runtime)
+    endpoint, first = await runtime.webhooks.create_endpoint(
+        tenant, url=URL, event_types=["sync.alert"]
+    )
+
+    async def one_request() -> set[str]:
+        """The signatures of the request an alert makes now."""
+        await alerts(runtime, tenant, 1)
+        await send_round(runtime)
+        arrival = receiver.arrivals[-1]
+        signatures = arrival.headers["webhook-signature"].split(" ")
+        assert len(signatures) == len(set(signatures))
+        return {next(s for s in secrets if signed_with(arrival, s) == sig) for sig in signatures}
+
+    secrets = [first]
+    assert await one_request() == {first}
+    updated, second = await runtime.webhooks.update_endpoint(
+        tenant, endpoint.id, rotate_secret=True
+    )
+    assert second is not None and second != first
+    secrets.append(second)
+    assert updated.previous_secret_until == clock.now + timedelta(hours=24)
+    assert await one_request() == {second, first}  # the receiver may verify with either
+    clock.advance(23 * 3600)
+    assert await one_request() == {second, first}
+    # Rotated again within the overlap: the secret it replaces is the one that overlaps.
+    _, third = await runtime.webhooks.update_endpoint(tenant, endpoint.id, rotate_secret=True)
+    assert third is not None
+    secrets.append(third)
+    assert await one_request() == {third, second}
+    clock.advance(24 * 3600)
+    assert await one_request() == {third}
+    listed = await _endpoint(runtime, tenant, endpoint.id)
+    assert listed.previous_secret_until == clock.now  # over: the new secret signs alone
+
+
+async def test_without_an_overlap_a_rotated_secret_signs_alone_at_once(database_url: str) -> None:
+    await upgrade(database_url)
+    receiver, clock = Receiver(), Clock()
+    runtime = build(database_url, receiver, clock, webhook_secret_overlap_hours=0)
+    try:
+        tenant = await new_tenant(runtime)
+        endpoint, _ = await runtime.webhooks.create_endpoint(
+            tenant, url=URL, event_types=["sync.alert"]
+        )
+        updated, secret = await runtime.webhooks.update_endpoint(
+            tenant, endpoint.id, rotate_secret=True
+        )
+        assert secret is not None and updated.previous_secret_until is None
+        await alerts(runtime, tenant, 1)
+        await send_round(runtime)
+        assert signature_holds(receiver.arrivals[-1], secret)
+    finally:
+        await runtime.close()
 
 
 @pytest.mark.parametrize("kind", ["seconds", "http-date"])

@@ -89,12 +89,17 @@ class Receiver:
         ]
 
 
-def signature_holds(arrival: Arrival, secret: str) -> bool:
-    """The signature standardwebhooks computes for these headers and body (at any time:
-    the clock in these tests is not the wall clock its verifier checks against)."""
+def signed_with(arrival: Arrival, secret: str) -> str:
+    """The signature standardwebhooks computes with ``secret`` for these headers and body
+    (at any time: the clock in these tests is not the wall clock its verifier checks
+    against)."""
     at = datetime.fromtimestamp(int(arrival.headers["webhook-timestamp"]), UTC)
-    expected = Webhook(secret).sign(arrival.message_id, at, arrival.body.decode())
-    return arrival.headers["webhook-signature"] == expected
+    return Webhook(secret).sign(arrival.message_id, at, arrival.body.decode())
+
+
+def signature_holds(arrival: Arrival, secret: str) -> bool:
+    """The request carries exactly one signature, made with ``secret``."""
+    return arrival.headers["webhook-signature"] == signed_with(arrival, secret)
 
 
 def build(database_url: str, receiver: Receiver, clock: Clock, **settings: object) -> Runtime:

@@ -44,13 +44,27 @@ EVENT = OutboxEvent(
 def test_a_signature_verifies_with_the_standard_webhooks_verifier() -> None:
     secret = new_secret()
     body = webhook_body(EVENT, "WH-00")
-    headers = signed_headers(secret, "msg_41_1", body, datetime.now(UTC))
+    headers = signed_headers([secret], "msg_41_1", body, datetime.now(UTC))
     assert Webhook(secret).verify(body, headers) == orjson.loads(body)
     tampered = body.replace('"onHand":2', '"onHand":3')
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(tampered, headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(new_secret()).verify(body, headers)
+
+
+def test_signed_with_two_secrets_either_verifies_and_no_other() -> None:
+    """A rotation's overlap: the standard's verifier takes any one signature of the header."""
+    new, old = new_secret(), new_secret()
+    body = webhook_body(EVENT, "WH-00")
+    headers = signed_headers([new, old], "msg_41_2", body, datetime.now(UTC))
+    assert headers["webhook-signature"].count("v1,") == 2
+    for secret in (new, old):
+        assert Webhook(secret).verify(body, headers) == orjson.loads(body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+    with pytest.raises(ValueError, match="at least one secret"):
+        signed_headers([], "msg_41_3", body, datetime.now(UTC))
 
 
 def test_the_body_carries_the_payload_cursor_sku_and_the_apis_warehouse_id() -> None:
