@@ -264,6 +264,42 @@ async def test_without_an_overlap_a_rotated_secret_signs_alone_at_once(database_
         await runtime.close()
 
 
+async def test_a_replay_asked_while_an_attempt_is_in_flight_follows_it(
+    world: tuple[Runtime, Receiver, Clock],
+) -> None:
+    """The attempt under way is not doubled; once it is recorded (delivered, here), the
+    replay is sent, with its own trigger, rather than lost under the attempt's outcome."""
+    runtime, receiver, _clock = world
+    tenant = await new_tenant(runtime)
+    await runtime.webhooks.create_endpoint(tenant, url=URL, event_types=["sync.alert"])
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(_: httpx.Request) -> httpx.Response:
+        entered.set()
+        await release.wait()
+        return httpx.Response(200)
+
+    receiver.answers[URL] = held
+    await alerts(runtime, tenant, 1)
+    await runtime.dispatcher.dispatch_pending()
+    await runtime.sender.send_due()
+    await asyncio.wait_for(entered.wait(), 5)
+    [delivery] = await deliveries(runtime, tenant)
+    await runtime.webhooks.replay(tenant, delivery.id)
+    assert await runtime.sender.send_due() == 0  # in flight: not taken a second time
+    del receiver.answers[URL]
+    release.set()
+    await runtime.sender.drain()
+    [after_first] = await deliveries(runtime, tenant)
+    assert after_first.status is DeliveryStatus.PENDING  # the replay still to come
+    await send_round(runtime)
+    [done] = await deliveries(runtime, tenant)
+    assert done.status is DeliveryStatus.DELIVERED
+    assert [a.trigger.value for a in done.attempts] == ["SCHEDULE", "REPLAY"]
+    assert [a.message_id for a in receiver.arrivals] == [delivery.id, delivery.id]
+    assert receiver.most_at_once == 1
+
+
 @pytest.mark.parametrize("kind", ["seconds", "http-date"])
 async def test_retry_after_pushes_the_next_attempt_later(
     world: tuple[Runtime, Receiver, Clock], kind: str
