@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,11 @@ async def _ingest(runtime: Runtime, on_hand: int) -> None:
 
 
 async def _first_change_seen(receiver: Runtime, ingester: Runtime, on_hand: int) -> Any:
+    return await _first_change_after(receiver, lambda: _ingest(ingester, on_hand))
+
+
+async def _first_change_after(receiver: Runtime, change: Callable[[], Awaitable[object]]) -> Any:
+    """What a ``stockChanged`` subscriber of ``receiver`` sees first once ``change`` is made."""
     context = Context(
         principal=Principal(TenantId("acme"), "dashboard", frozenset(Scope)),
         services=receiver.services(),
@@ -110,7 +115,7 @@ async def _first_change_seen(receiver: Runtime, ingester: Runtime, on_hand: int)
     stream: Any = await SCHEMA.subscribe(CHANGES, context_value=context)
     first = asyncio.ensure_future(stream.__anext__())
     await asyncio.sleep(0.2)  # subscribed
-    await _ingest(ingester, on_hand)
+    await change()
     result = await asyncio.wait_for(first, 5)
     await stream.aclose()
     return result
@@ -136,26 +141,24 @@ async def test_stock_loaded_in_a_process_wakes_its_own_subscribers(single: Runti
             text("DELETE FROM stock_levels WHERE warehouse_id = :w AND sku = 'SKU-00001'"),
             {"w": wid},
         )
-    context = Context(
-        principal=Principal(TenantId("acme"), "dashboard", frozenset(Scope)),
-        services=single.services(),
-    )
-    stream: Any = await SCHEMA.subscribe(CHANGES, context_value=context)
-    first = asyncio.ensure_future(stream.__anext__())
-    await asyncio.sleep(0.2)  # subscribed
-    loaded = await single.stock_store.load_initial(
-        TenantId("acme"),
-        [
-            InitialStock(
-                WarehouseId(wid), Sku("SKU-00001"), StockQuantities.from_physical(on_hand=9)
+    loaded: list[int] = []
+
+    async def load() -> None:
+        loaded.append(
+            await single.stock_store.load_initial(
+                TenantId("acme"),
+                [
+                    InitialStock(
+                        WarehouseId(wid), Sku("SKU-00001"), StockQuantities.from_physical(on_hand=9)
+                    )
+                ],
+                correlation_id=CorrelationId("seed-test"),
+                actor="test",
             )
-        ],
-        correlation_id=CorrelationId("seed-test"),
-        actor="test",
-    )
-    assert loaded == 1
-    result = await asyncio.wait_for(first, 5)
-    await stream.aclose()
+        )
+
+    result = await _first_change_after(single, load)
+    assert loaded == [1]
     assert result.errors is None, result.errors
     assert result.data["stockChanged"]["level"]["onHand"] == 9
 

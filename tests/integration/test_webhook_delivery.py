@@ -60,6 +60,15 @@ async def _endpoint(runtime: Runtime, tenant: TenantId, endpoint_id: int) -> Web
 SLOW = "https://slow.example/hooks"
 
 
+async def _alerted(runtime: Runtime, url: str = URL) -> tuple[TenantId, WebhookEndpoint, str]:
+    """A new tenant with one endpoint at ``url`` for its sync alerts, and its secret."""
+    tenant = await new_tenant(runtime)
+    endpoint, secret = await runtime.webhooks.create_endpoint(
+        tenant, url=url, event_types=["sync.alert"]
+    )
+    return tenant, endpoint, secret
+
+
 @pytest.fixture
 async def world(database_url: str) -> AsyncIterator[tuple[Runtime, Receiver, Clock]]:
     await upgrade(database_url)
@@ -119,8 +128,7 @@ async def test_an_endpoint_that_never_recovers_is_dead_only_after_the_whole_sche
     world: tuple[Runtime, Receiver, Clock],
 ) -> None:
     runtime, receiver, clock = world
-    tenant = await new_tenant(runtime)
-    await runtime.webhooks.create_endpoint(tenant, url=URL, event_types=["sync.alert"])
+    tenant, _, _ = await _alerted(runtime)
 
     async def broken(_: httpx.Request) -> httpx.Response:
         return httpx.Response(500)
@@ -167,10 +175,7 @@ async def test_gone_disables_the_endpoint_until_an_operator_enables_it(
     world: tuple[Runtime, Receiver, Clock],
 ) -> None:
     runtime, receiver, clock = world
-    tenant = await new_tenant(runtime)
-    endpoint, _ = await runtime.webhooks.create_endpoint(
-        tenant, url=URL, event_types=["sync.alert"]
-    )
+    tenant, endpoint, _ = await _alerted(runtime)
 
     async def gone(_: httpx.Request) -> httpx.Response:
         return httpx.Response(410)
@@ -208,10 +213,7 @@ async def test_a_rotated_out_secret_signs_beside_the_new_one_until_the_overlap_e
     world: tuple[Runtime, Receiver, Clock],
 ) -> None:
     runtime, receiver, clock = world
-    tenant = await new_tenant(runtime)
-    endpoint, first = await runtime.webhooks.create_endpoint(
-        tenant, url=URL, event_types=["sync.alert"]
-    )
+    tenant, endpoint, first = await _alerted(runtime)
 
     async def one_request() -> set[str]:
         """The signatures of the request an alert makes now."""
@@ -249,10 +251,7 @@ async def test_without_an_overlap_a_rotated_secret_signs_alone_at_once(database_
     receiver, clock = Receiver(), Clock()
     runtime = build(database_url, receiver, clock, webhook_secret_overlap_hours=0)
     try:
-        tenant = await new_tenant(runtime)
-        endpoint, _ = await runtime.webhooks.create_endpoint(
-            tenant, url=URL, event_types=["sync.alert"]
-        )
+        tenant, endpoint, _ = await _alerted(runtime)
         updated, secret = await runtime.webhooks.update_endpoint(
             tenant, endpoint.id, rotate_secret=True
         )
@@ -270,8 +269,7 @@ async def test_a_replay_asked_while_an_attempt_is_in_flight_follows_it(
     """The attempt under way is not doubled; once it is recorded (delivered, here), the
     replay is sent, with its own trigger, rather than lost under the attempt's outcome."""
     runtime, receiver, _clock = world
-    tenant = await new_tenant(runtime)
-    await runtime.webhooks.create_endpoint(tenant, url=URL, event_types=["sync.alert"])
+    tenant, _, _ = await _alerted(runtime)
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def held(_: httpx.Request) -> httpx.Response:
@@ -305,8 +303,7 @@ async def test_retry_after_pushes_the_next_attempt_later(
     world: tuple[Runtime, Receiver, Clock], kind: str
 ) -> None:
     runtime, receiver, clock = world
-    tenant = await new_tenant(runtime)
-    await runtime.webhooks.create_endpoint(tenant, url=URL, event_types=["sync.alert"])
+    tenant, _, _ = await _alerted(runtime)
 
     async def busy(_: httpx.Request) -> httpx.Response:
         later = clock.now + timedelta(seconds=3600)
