@@ -43,7 +43,17 @@ class CatalogService:
 
     async def skus_named(self, tenant_id: TenantId, codes: Sequence[str]) -> list[Sku]:
         """The SKUs ``codes`` name (a SKU itself, or an alias's item), each once, in order;
-        codes that name nothing are left out.
+        codes that name nothing are left out (see :meth:`_named`)."""
+        return list(dict.fromkeys((await self._named(tenant_id, codes)).values()))
+
+    async def unknown_codes(self, tenant_id: TenantId, codes: Sequence[str]) -> list[str]:
+        """Those of ``codes`` that name no item of the tenant (neither a SKU nor an alias),
+        each once, in order."""
+        named = await self._named(tenant_id, codes)
+        return list(dict.fromkeys(code for code in codes if code not in named))
+
+    async def _named(self, tenant_id: TenantId, codes: Sequence[str]) -> dict[str, Sku]:
+        """The SKU each of ``codes`` names; a code that names nothing is not a key.
 
         A code once found to be a SKU is known without asking again: a SKU is an item's
         identity and no alias can take it. Aliases (which can move to another item) are
@@ -52,23 +62,13 @@ class CatalogService:
         known = self._skus.setdefault(tenant_id, set())
         rest = [code for code in codes if code not in known]
         items = await self.items_by_code(tenant_id, rest) if rest else {}
-        found: dict[Sku, None] = {}
+        named: dict[str, Sku] = {}
         for code in codes:
             item = items.get(code)
             if item is None and code in known:
-                found[Sku(code)] = None
+                named[code] = Sku(code)
             elif item is not None:
-                found[item.sku] = None
+                named[code] = item.sku
                 if item.sku == code:
                     known.add(code)
-        return list(found)
-
-    async def unknown_codes(self, tenant_id: TenantId, codes: Sequence[str]) -> list[str]:
-        """Those of ``codes`` that name no item of the tenant (neither a SKU nor an alias),
-        each once, in order."""
-        known = self._skus.get(tenant_id, set())
-        rest = list(dict.fromkeys(code for code in codes if code not in known))
-        if not rest:
-            return []
-        items = await self.items_by_code(tenant_id, rest)
-        return [code for code in rest if code not in items]
+        return named

@@ -58,3 +58,14 @@ async def test_tenants_are_apart() -> None:
     await service.skus_named(ACME, ["SKU-1"])
     assert await service.skus_named(TenantId("other"), ["SKU-1"]) == ["SKU-1"]
     assert len(catalogue.asked) == 2
+
+
+async def test_unknown_codes_are_those_naming_nothing_and_skus_are_not_asked_again() -> None:
+    catalogue = Catalogue()
+    service = CatalogService(reader=catalogue)
+    codes = ["SKU-2", "nothing", "blue-mug", "nothing", "typo"]
+    assert await service.unknown_codes(ACME, codes) == ["nothing", "typo"]
+    assert await service.unknown_codes(ACME, ["SKU-2", "typo"]) == ["typo"]
+    # SKU-2 was found to be a SKU the first time (by either call): only "typo" is asked.
+    assert await service.skus_named(ACME, ["SKU-2"]) == ["SKU-2"]
+    assert catalogue.asked == [codes, ["typo"]]
